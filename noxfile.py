@@ -1,0 +1,73 @@
+"""Sessions: tests-<package>, typecheck-<package> (one virtualenv each), tests, typecheck, lint.
+
+Each package is tested in a virtualenv that holds only that package, its declared
+dependencies (siblings installed from this checkout) and its dependency groups, so a
+missing dependency in one package's metadata fails that package's session.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nox
+
+ROOT = Path(__file__).parent
+CONSTRAINTS = ROOT / "constraints.txt"
+PACKAGES = ["tfs-embeddings", "tfs-attention", "tfs-mlp", "tfs-decoder"]
+# Sibling packages each one depends on; installed from the checkout, never from an index.
+SIBLINGS = {
+    "tfs-embeddings": [],
+    "tfs-attention": [],
+    "tfs-mlp": [],
+    "tfs-decoder": ["tfs-embeddings", "tfs-attention", "tfs-mlp"],
+}
+
+nox.options.default_venv_backend = "uv|virtualenv"
+nox.options.reuse_existing_virtualenvs = True
+nox.options.sessions = ["tests", "typecheck", "lint"]
+
+# Pin torch and the tools for every install; uv reads UV_CONSTRAINT, pip PIP_CONSTRAINT.
+os.environ["UV_CONSTRAINT"] = str(CONSTRAINTS)
+os.environ["PIP_CONSTRAINT"] = str(CONSTRAINTS)
+# uv does not read pip's find-links, where the CPU build of torch lies on our machines.
+if "PIP_FIND_LINKS" in os.environ and "UV_FIND_LINKS" not in os.environ:
+    os.environ["UV_FIND_LINKS"] = os.environ["PIP_FIND_LINKS"]
+# With bytecode writing off, a fresh venv recompiles torch on every import (~10 s).
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+
+
+def _install(session: nox.Session, package: str, *groups: str) -> None:
+    """Install `package` and its siblings from the checkout, plus its dependency groups."""
+    pyproject = nox.project.load_toml(ROOT / "packages" / package / "pyproject.toml")
+    requirements = [
+        req for group in groups for req in nox.project.dependency_groups(pyproject, group)
+    ]
+    paths = [str(ROOT / "packages" / name) for name in [*SIBLINGS[package], package]]
+    session.install(*paths, *requirements)
+
+
+def _define(kind: str, groups: tuple[str, ...], command: list[str]) -> None:
+    for package in PACKAGES:
+
+        @nox.session(name=f"{kind}-{package}")
+        def run(session: nox.Session, package: str = package) -> None:
+            _install(session, package, *groups)
+            where = f"packages/{package}"
+            session.run(*[arg.format(where=where) for arg in command], *session.posargs)
+
+    @nox.session(name=kind, venv_backend="none")
+    def umbrella(session: nox.Session) -> None:
+        for package in PACKAGES:
+            session.notify(f"{kind}-{package}")
+
+
+_define("tests", ("test",), ["pytest", "{where}/tests"])
+_define("typecheck", ("typecheck",), ["mypy", "{where}/src", "{where}/tests"])
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    session.install("ruff")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")

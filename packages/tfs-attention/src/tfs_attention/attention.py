@@ -1,0 +1,145 @@
+"""Multi-head self-attention: moves information between positions of the residual stream."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Bool, Float
+from torch import Tensor, nn
+
+
+class MultiHeadAttention(nn.Module):
+    r"""Multi-head self-attention with per-head weights, written from einsum and softmax.
+
+    For each head ``h``, with ``x`` the residual stream (Vaswani et al. 2017, "Attention Is
+    All You Need", 3.2.1-3.2.2; Elhage et al. 2021, "A Mathematical Framework for
+    Transformer Circuits", "Attention Heads are Independent and Additive")::
+
+        q_h = x W_Q[h] + b_Q[h]    k_h = x W_K[h] + b_K[h]    v_h = x W_V[h] + b_V[h]
+        A_h = softmax(q_h k_h^T / sqrt(d_head) + mask)         # [dest, src]
+        out = sum_h (A_h v_h) W_O[h] + b_O
+
+    With ``causal=True`` a destination position attends only to source positions at or
+    before it. ``attention_mask`` (``True`` = may be attended to, as in transformers)
+    further hides source positions such as padding; a destination whose every source is
+    hidden gets a zero pattern row and so writes only ``b_O``, never NaN.
+
+    Args:
+        d_model: width of the residual stream.
+        n_heads: number of heads.
+        d_head: width of one head; defaults to ``d_model // n_heads``.
+        causal: hide future source positions.
+        dropout: probability of dropping attention-pattern entries in training.
+        init_std: standard deviation of the normal initialisation of the weights
+            (GPT-2 uses 0.02); biases start at zero.
+
+    Shapes:
+        x ``[batch, pos, d_model]`` -> ``[batch, pos, d_model]``.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        n_heads: int,
+        d_head: int | None = None,
+        causal: bool = True,
+        *,
+        dropout: float = 0.0,
+        init_std: float = 0.02,
+    ) -> None:
+        super().__init__()
+        for name, value in (("d_model", d_model), ("n_heads", n_heads)):
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name}: expected a positive int, got {value!r}")
+        if d_head is None:
+            if d_model % n_heads != 0:
+                raise ValueError(
+                    f"n_heads: expected a divisor of d_model={d_model} when d_head is not "
+                    f"given, got {n_heads}"
+                )
+            d_head = d_model // n_heads
+        if isinstance(d_head, bool) or not isinstance(d_head, int) or d_head <= 0:
+            raise ValueError(f"d_head: expected a positive int or None, got {d_head!r}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout: expected a probability in [0, 1), got {dropout!r}")
+        self.d_model = d_model
+        self.n_heads = n_heads
+        self.d_head = d_head
+        self.causal = causal
+        self.dropout = dropout
+        self.init_std = init_std
+        self.W_Q = nn.Parameter(torch.empty(n_heads, d_model, d_head))
+        self.W_K = nn.Parameter(torch.empty(n_heads, d_model, d_head))
+        self.W_V = nn.Parameter(torch.empty(n_heads, d_model, d_head))
+        self.W_O = nn.Parameter(torch.empty(n_heads, d_head, d_model))
+        self.b_Q = nn.Parameter(torch.empty(n_heads, d_head))
+        self.b_K = nn.Parameter(torch.empty(n_heads, d_head))
+        self.b_V = nn.Parameter(torch.empty(n_heads, d_head))
+        self.b_O = nn.Parameter(torch.empty(d_model))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for weight in (self.W_Q, self.W_K, self.W_V, self.W_O):
+            nn.init.normal_(weight, mean=0.0, std=self.init_std)
+        for bias in (self.b_Q, self.b_K, self.b_V, self.b_O):
+            nn.init.zeros_(bias)
+
+    def forward(
+        self,
+        x: Float[Tensor, "batch pos d_model"],
+        attention_mask: Bool[Tensor, "batch pos"] | None = None,
+    ) -> Float[Tensor, "batch pos d_model"]:
+        if x.ndim != 3 or x.shape[-1] != self.d_model:
+            raise ValueError(
+                f"x: expected shape [batch, pos, d_model={self.d_model}], got {tuple(x.shape)}"
+            )
+        if attention_mask is not None and (
+            attention_mask.dtype != torch.bool or attention_mask.shape != x.shape[:2]
+        ):
+            raise ValueError(
+                f"attention_mask: expected a bool tensor of shape {tuple(x.shape[:2])}, "
+                f"got {attention_mask.dtype} {tuple(attention_mask.shape)}"
+            )
+        q = torch.einsum("bpd,hde->bphe", x, self.W_Q) + self.b_Q
+        k = torch.einsum("bpd,hde->bphe", x, self.W_K) + self.b_K
+        v = torch.einsum("bpd,hde->bphe", x, self.W_V) + self.b_V
+        scores = torch.einsum("bqhe,bkhe->bhqk", q, k) / math.sqrt(self.d_head)
+
+        allowed = self._allowed(scores.shape[-2], scores.shape[-1], x.device, attention_mask)
+        if allowed is not None:
+            scores = scores.masked_fill(~allowed, float("-inf"))
+        pattern = torch.softmax(scores, dim=-1)
+        if attention_mask is not None and allowed is not None:
+            # Rows with no visible source are NaN after softmax; they attend to nothing.
+            pattern = pattern.masked_fill(~allowed, 0.0)
+        pattern = F.dropout(pattern, p=self.dropout, training=self.training)
+
+        z = torch.einsum("bhqk,bkhe->bqhe", pattern, v)
+        return torch.einsum("bqhe,hed->bqd", z, self.W_O) + self.b_O
+
+    def _allowed(
+        self,
+        n_dest: int,
+        n_src: int,
+        device: torch.device,
+        attention_mask: Tensor | None,
+    ) -> Tensor | None:
+        """Which (dest, src) pairs may attend, broadcastable to ``[batch, head, dest, src]``."""
+        allowed: Tensor | None = None
+        if self.causal:
+            # Destinations are the last n_dest positions of the n_src visible ones.
+            allowed = torch.ones(n_dest, n_src, dtype=torch.bool, device=device).tril(
+                diagonal=n_src - n_dest
+            )
+        if attention_mask is not None:
+            keep = attention_mask[:, None, None, :]
+            allowed = keep if allowed is None else allowed & keep
+        return allowed
+
+    def extra_repr(self) -> str:
+        return (
+            f"d_model={self.d_model}, n_heads={self.n_heads}, d_head={self.d_head}, "
+            f"causal={self.causal}"
+        )

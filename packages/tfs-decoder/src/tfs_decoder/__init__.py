@@ -1,0 +1,16 @@
+"""A GPT-2-style decoder-only transformer built from tfs-embeddings, tfs-attention and tfs-mlp."""
+
+from tfs_decoder.block import ResidualBlock
+from tfs_decoder.config import DecoderConfig
+from tfs_decoder.decoder import Decoder
+from tfs_decoder.layernorm import LayerNorm
+from tfs_decoder.loss import cross_entropy, next_token_loss
+
+__all__ = [
+    "Decoder",
+    "DecoderConfig",
+    "LayerNorm",
+    "ResidualBlock",
+    "cross_entropy",
+    "next_token_loss",
+]

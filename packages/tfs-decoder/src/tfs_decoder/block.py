@@ -1,0 +1,56 @@
+"""The residual block: attention then MLP, each reading from and adding to the residual stream."""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from jaxtyping import Float
+from torch import Tensor, nn
+
+from tfs_decoder.layernorm import LayerNorm
+
+
+class ResidualBlock(nn.Module):
+    """Pre-LayerNorm transformer block (GPT-2; Radford et al. 2019, section 2.3)::
+
+        resid_mid  = resid_pre + attn(ln1(resid_pre))
+        resid_post = resid_mid + mlp(ln2(resid_mid))
+
+    The block takes its attention and MLP as modules, so either can be swapped for any
+    module mapping ``[batch, pos, d_model]`` to the same shape (composition, not flags).
+
+    Args:
+        d_model: width of the residual stream.
+        attn: the attention sublayer, e.g. ``tfs_attention.MultiHeadAttention``.
+        mlp: the MLP sublayer, e.g. ``tfs_mlp.MLP``.
+        eps: LayerNorm epsilon.
+        dropout: probability of dropping entries of each sublayer's output in training.
+
+    Shapes:
+        resid_pre ``[batch, pos, d_model]`` -> resid_post ``[batch, pos, d_model]``.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        attn: nn.Module,
+        mlp: nn.Module,
+        *,
+        eps: float = 1e-5,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout: expected a probability in [0, 1), got {dropout!r}")
+        self.ln1 = LayerNorm(d_model, eps=eps)
+        self.attn = attn
+        self.ln2 = LayerNorm(d_model, eps=eps)
+        self.mlp = mlp
+        self.dropout = dropout
+
+    def forward(
+        self, resid_pre: Float[Tensor, "batch pos d_model"]
+    ) -> Float[Tensor, "batch pos d_model"]:
+        attn_out: Tensor = self.attn(self.ln1(resid_pre))
+        resid_mid = resid_pre + F.dropout(attn_out, self.dropout, self.training)
+        mlp_out: Tensor = self.mlp(self.ln2(resid_mid))
+        return resid_mid + F.dropout(mlp_out, self.dropout, self.training)

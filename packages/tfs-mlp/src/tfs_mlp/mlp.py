@@ -1,0 +1,72 @@
+"""The MLP block: a position-wise two-layer network that reads and writes the residual stream."""
+
+from __future__ import annotations
+
+import torch
+from jaxtyping import Float
+from torch import Tensor, nn
+
+from tfs_mlp.activations import ACTIVATIONS
+
+
+class MLP(nn.Module):
+    """Position-wise feed-forward network ``out = act(x W_in + b_in) W_out + b_out``.
+
+    Vaswani et al. (2017), "Attention Is All You Need", 3.3 (there with ReLU; GPT-2 uses
+    the tanh approximation of GELU). Each position is transformed independently.
+
+    Args:
+        d_model: width of the residual stream.
+        d_mlp: hidden width (GPT-2 uses ``4 * d_model``).
+        activation: ``"gelu"`` (GPT-2's tanh approximation) or ``"relu"``.
+        init_std: standard deviation of the normal initialisation of ``W_in`` and
+            ``W_out`` (GPT-2 uses 0.02); biases start at zero.
+
+    Shapes:
+        x ``[batch, pos, d_model]`` -> ``[batch, pos, d_model]``; the hidden activations
+        are ``[batch, pos, d_mlp]``.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        d_mlp: int,
+        activation: str = "gelu",
+        *,
+        init_std: float = 0.02,
+    ) -> None:
+        super().__init__()
+        for name, value in (("d_model", d_model), ("d_mlp", d_mlp)):
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name}: expected a positive int, got {value!r}")
+        if activation not in ACTIVATIONS:
+            raise ValueError(
+                f"activation: expected one of {sorted(ACTIVATIONS)}, got {activation!r}"
+            )
+        self.d_model = d_model
+        self.d_mlp = d_mlp
+        self.activation = activation
+        self.act = ACTIVATIONS[activation]
+        self.init_std = init_std
+        self.W_in = nn.Parameter(torch.empty(d_model, d_mlp))
+        self.b_in = nn.Parameter(torch.empty(d_mlp))
+        self.W_out = nn.Parameter(torch.empty(d_mlp, d_model))
+        self.b_out = nn.Parameter(torch.empty(d_model))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.normal_(self.W_in, mean=0.0, std=self.init_std)
+        nn.init.normal_(self.W_out, mean=0.0, std=self.init_std)
+        nn.init.zeros_(self.b_in)
+        nn.init.zeros_(self.b_out)
+
+    def forward(self, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
+        if x.ndim != 3 or x.shape[-1] != self.d_model:
+            raise ValueError(
+                f"x: expected shape [batch, pos, d_model={self.d_model}], got {tuple(x.shape)}"
+            )
+        pre = x @ self.W_in + self.b_in
+        return self.act(pre) @ self.W_out + self.b_out
+
+    def extra_repr(self) -> str:
+        return f"d_model={self.d_model}, d_mlp={self.d_mlp}, activation={self.activation!r}"
