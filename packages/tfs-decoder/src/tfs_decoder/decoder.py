@@ -72,8 +72,9 @@ class Decoder(nn.Module):
     def reset_parameters(self) -> None:
         """Re-draw every parameter with the initialisation described above."""
         for module in self.modules():
-            if module is not self and hasattr(module, "reset_parameters"):
-                module.reset_parameters()
+            reset = getattr(module, "reset_parameters", None)
+            if module is not self and callable(reset):
+                reset()
         self._scale_residual_writes()
 
     @torch.no_grad()
