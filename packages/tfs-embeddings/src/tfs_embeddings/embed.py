@@ -39,7 +39,8 @@ class Embed(nn.Module):
 
     def forward(self, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos d_model"]:
         check_tokens(tokens, d_vocab=self.d_vocab)
-        return self.W_E[tokens]
+        # int8/int16 cannot index a tensor, and a uint8 index would be read as a boolean mask.
+        return self.W_E[tokens.long()]
 
     def extra_repr(self) -> str:
         return f"d_vocab={self.d_vocab}, d_model={self.d_model}"
