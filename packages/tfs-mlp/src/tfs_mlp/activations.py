@@ -21,8 +21,12 @@ def gelu(x: Tensor) -> Tensor:
 
 
 def relu(x: Tensor) -> Tensor:
-    """ReLU: ``max(x, 0)`` (Nair and Hinton 2010), the activation of "Attention Is All You Need"."""
-    return x.clamp_min(0.0)
+    """ReLU: ``max(x, 0)`` (Nair and Hinton 2010), the activation of "Attention Is All You Need".
+
+    The derivative at ``x = 0`` is taken as 0, as ``torch.nn.functional.relu`` does (``clamp``
+    would pass a gradient of 1 there); NaN passes through.
+    """
+    return torch.where(x <= 0, 0.0, x)
 
 
 ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {"gelu": gelu, "relu": relu}

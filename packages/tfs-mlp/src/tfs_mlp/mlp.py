@@ -43,6 +43,8 @@ class MLP(nn.Module):
             raise ValueError(
                 f"activation: expected one of {sorted(ACTIVATIONS)}, got {activation!r}"
             )
+        if not init_std >= 0:
+            raise ValueError(f"init_std: expected a non-negative float, got {init_std!r}")
         self.d_model = d_model
         self.d_mlp = d_mlp
         self.activation = activation
