@@ -3,6 +3,7 @@
 from tfs_decoder.block import ResidualBlock
 from tfs_decoder.config import DecoderConfig
 from tfs_decoder.decoder import Decoder
+from tfs_decoder.hf import from_hf_gpt2, to_hf_gpt2
 from tfs_decoder.layernorm import LayerNorm
 from tfs_decoder.loss import cross_entropy, next_token_loss
 
@@ -12,5 +13,7 @@ __all__ = [
     "LayerNorm",
     "ResidualBlock",
     "cross_entropy",
+    "from_hf_gpt2",
     "next_token_loss",
+    "to_hf_gpt2",
 ]

@@ -36,6 +36,11 @@ def next_token_loss(
     Shapes:
         logits ``[batch, pos, d_vocab]``, tokens ``[batch, pos]`` -> scalar.
     """
+    if logits.shape[:-1] != tokens.shape:
+        raise ValueError(
+            f"tokens: expected shape {tuple(logits.shape[:-1])} to match logits "
+            f"{tuple(logits.shape)}, got {tuple(tokens.shape)}"
+        )
     if tokens.shape[1] < 2:
         raise ValueError(f"tokens: expected at least 2 positions, got {tokens.shape[1]}")
     return cross_entropy(logits[:, :-1], tokens[:, 1:]).mean()
