@@ -27,7 +27,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from tfs_decoder.config import DecoderConfig
 from tfs_decoder.decoder import Decoder
@@ -49,6 +49,30 @@ _ACTIVATION_TO_HF = {"gelu": "gelu_new", "relu": "relu"}
 
 # GPT-2's <|endoftext|> id, used as bos/eos when the vocabulary contains it.
 _GPT2_END_OF_TEXT = 50256
+
+
+def _copied_unchanged(n_layers: int) -> list[tuple[str, str]]:
+    """(our name, transformers' name) of every tensor that is copied without reshaping."""
+    pairs = [
+        ("embed.W_E", "transformer.wte.weight"),
+        ("pos_embed.W_pos", "transformer.wpe.weight"),
+        ("ln_final.w", "transformer.ln_f.weight"),
+        ("ln_final.b", "transformer.ln_f.bias"),
+    ]
+    for i in range(n_layers):
+        ours, theirs = f"blocks.{i}.", f"transformer.h.{i}."
+        pairs += [
+            (ours + "ln1.w", theirs + "ln_1.weight"),
+            (ours + "ln1.b", theirs + "ln_1.bias"),
+            (ours + "ln2.w", theirs + "ln_2.weight"),
+            (ours + "ln2.b", theirs + "ln_2.bias"),
+            (ours + "attn.b_O", theirs + "attn.c_proj.bias"),
+            (ours + "mlp.W_in", theirs + "mlp.c_fc.weight"),
+            (ours + "mlp.b_in", theirs + "mlp.c_fc.bias"),
+            (ours + "mlp.W_out", theirs + "mlp.c_proj.weight"),
+            (ours + "mlp.b_out", theirs + "mlp.c_proj.bias"),
+        ]
+    return pairs
 
 
 def _import_transformers() -> Any:
@@ -152,21 +176,14 @@ def from_hf_gpt2(model: GPT2LMHeadModel) -> Decoder:
     )
 
     source: dict[str, Tensor] = model.state_dict()
-    W_E = source["transformer.wte.weight"]
-    state: dict[str, Tensor] = {
-        "embed.W_E": W_E,
-        "pos_embed.W_pos": source["transformer.wpe.weight"],
-        "ln_final.w": source["transformer.ln_f.weight"],
-        "ln_final.b": source["transformer.ln_f.bias"],
-        # lm_head computes x @ weight.T with weight [d_vocab, d_model]; it is tied to wte
-        # unless the config says otherwise, and has no bias. Read from the module, since a
-        # tied weight may be left out of the state dict.
-        "unembed.W_U": model.lm_head.weight.T,
-        "unembed.b_U": W_E.new_zeros(config.d_vocab),
-    }
+    state = {ours: source[theirs] for ours, theirs in _copied_unchanged(config.n_layers)}
+    # lm_head computes x @ weight.T with weight [d_vocab, d_model]; it is tied to wte unless
+    # the config says otherwise, and has no bias. Read from the module, since a tied weight
+    # may be left out of the state dict.
+    state["unembed.W_U"] = model.lm_head.weight.T
+    state["unembed.b_U"] = state["embed.W_E"].new_zeros(config.d_vocab)
     for i in range(config.n_layers):
-        hf_block = f"transformer.h.{i}."
-        block = f"blocks.{i}."
+        hf_block, block = f"transformer.h.{i}.", f"blocks.{i}."
         c_attn_W = source[hf_block + "attn.c_attn.weight"]  # [d_model, 3 * d_model]
         c_attn_b = source[hf_block + "attn.c_attn.bias"]  # [3 * d_model]
         for j, name in enumerate("QKV"):
@@ -180,14 +197,6 @@ def from_hf_gpt2(model: GPT2LMHeadModel) -> Decoder:
         state[block + "attn.W_O"] = source[hf_block + "attn.c_proj.weight"].reshape(
             n_heads, d_head, d_model
         )
-        state[block + "attn.b_O"] = source[hf_block + "attn.c_proj.bias"]
-        for ours, theirs in (("ln1", "ln_1"), ("ln2", "ln_2")):
-            state[block + f"{ours}.w"] = source[hf_block + f"{theirs}.weight"]
-            state[block + f"{ours}.b"] = source[hf_block + f"{theirs}.bias"]
-        state[block + "mlp.W_in"] = source[hf_block + "mlp.c_fc.weight"]
-        state[block + "mlp.b_in"] = source[hf_block + "mlp.c_fc.bias"]
-        state[block + "mlp.W_out"] = source[hf_block + "mlp.c_proj.weight"]
-        state[block + "mlp.b_out"] = source[hf_block + "mlp.c_proj.bias"]
 
     # Build on the meta device (no memory, no random init), then take the copied tensors
     # as the parameters, which gives the model's dtype and device.
@@ -200,14 +209,7 @@ def from_hf_gpt2(model: GPT2LMHeadModel) -> Decoder:
         },
         assign=True,
     )
-    _check_materialised(decoder)
     return decoder.eval()
-
-
-def _check_materialised(module: nn.Module) -> None:
-    for name, tensor in (*module.named_parameters(), *module.named_buffers()):
-        if tensor.is_meta:
-            raise RuntimeError(f"from_hf_gpt2: {name} was not loaded (internal error)")
 
 
 def to_hf_gpt2(decoder: Decoder) -> GPT2LMHeadModel:
@@ -283,17 +285,11 @@ def to_hf_gpt2(decoder: Decoder) -> GPT2LMHeadModel:
         tie_word_embeddings=tied,
     )
 
-    d_model, n_heads, d_head = c.d_model, c.n_heads, c.d_head
-    state: dict[str, Tensor] = {
-        "transformer.wte.weight": W_E,
-        "transformer.wpe.weight": source["pos_embed.W_pos"],
-        "transformer.ln_f.weight": source["ln_final.w"],
-        "transformer.ln_f.bias": source["ln_final.b"],
-        "lm_head.weight": W_U.T,
-    }
+    d_model = c.d_model
+    state = {theirs: source[ours] for ours, theirs in _copied_unchanged(c.n_layers)}
+    state["lm_head.weight"] = W_U.T
     for i in range(c.n_layers):
-        hf_block = f"transformer.h.{i}."
-        block = f"blocks.{i}."
+        hf_block, block = f"transformer.h.{i}.", f"blocks.{i}."
         # [head, d_model, d_head] -> [d_model, head, d_head] -> [d_model, (head d_head)]
         state[hf_block + "attn.c_attn.weight"] = torch.cat(
             [
@@ -306,16 +302,8 @@ def to_hf_gpt2(decoder: Decoder) -> GPT2LMHeadModel:
             [source[block + f"attn.b_{name}"].reshape(d_model) for name in "QKV"]
         )
         state[hf_block + "attn.c_proj.weight"] = source[block + "attn.W_O"].reshape(
-            n_heads * d_head, d_model
+            d_model, d_model
         )
-        state[hf_block + "attn.c_proj.bias"] = source[block + "attn.b_O"]
-        for ours, theirs in (("ln1", "ln_1"), ("ln2", "ln_2")):
-            state[hf_block + f"{theirs}.weight"] = source[block + f"{ours}.w"]
-            state[hf_block + f"{theirs}.bias"] = source[block + f"{ours}.b"]
-        state[hf_block + "mlp.c_fc.weight"] = source[block + "mlp.W_in"]
-        state[hf_block + "mlp.c_fc.bias"] = source[block + "mlp.b_in"]
-        state[hf_block + "mlp.c_proj.weight"] = source[block + "mlp.W_out"]
-        state[hf_block + "mlp.c_proj.bias"] = source[block + "mlp.b_out"]
 
     with torch.device(W_E.device):
         model = transformers.GPT2LMHeadModel(hf_config)
