@@ -1,4 +1,5 @@
-"""Sessions: tests-<package>, typecheck-<package> (one virtualenv each), tests, typecheck, lint.
+"""Sessions: tests-<package>, typecheck-<package> (one virtualenv each), tests, typecheck, lint,
+train (the no-argument main job).
 
 Each package is tested in a virtualenv that holds only that package, its declared
 dependencies (siblings installed from this checkout) and its dependency groups, so a
@@ -71,3 +72,10 @@ def lint(session: nox.Session) -> None:
     session.install("ruff")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def train(session: nox.Session) -> None:
+    """The main job as a newcomer runs it: `tfs train` with no arguments, in a fresh venv."""
+    _install(session, "tfs-decoder")
+    session.run("tfs", "train", *session.posargs)

@@ -1,0 +1,13 @@
+"""Errors a user can cause and fix: the command line prints them as one line, no traceback."""
+
+
+class TfsError(Exception):
+    """Bad input from the user (a data file, a checkpoint, a flag); the message says which."""
+
+
+class DataError(TfsError, ValueError):
+    """The training text is missing, empty, binary, or too short."""
+
+
+class CheckpointError(TfsError, ValueError):
+    """A checkpoint is missing, corrupt, or does not match the requested model."""
