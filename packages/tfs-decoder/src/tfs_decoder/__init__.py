@@ -3,6 +3,7 @@
 from tfs_decoder.block import ResidualBlock
 from tfs_decoder.config import DecoderConfig
 from tfs_decoder.decoder import Decoder
+from tfs_decoder.generate import sample_next_token
 from tfs_decoder.hf import from_hf_gpt2, to_hf_gpt2
 from tfs_decoder.layernorm import LayerNorm
 from tfs_decoder.loss import cross_entropy, next_token_loss
@@ -15,5 +16,6 @@ __all__ = [
     "cross_entropy",
     "from_hf_gpt2",
     "next_token_loss",
+    "sample_next_token",
     "to_hf_gpt2",
 ]

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from tfs_attention import MultiHeadAttention
 from tfs_decoder.block import ResidualBlock
 from tfs_decoder.config import DecoderConfig
+from tfs_decoder.generate import generate_tokens
 from tfs_decoder.layernorm import LayerNorm
 from tfs_embeddings import (
     Embed,
@@ -91,3 +92,37 @@ class Decoder(nn.Module):
             residual = block(residual)
         logits: Tensor = self.unembed(self.ln_final(residual))
         return logits
+
+    def generate(
+        self,
+        tokens: Int[Tensor, "batch pos"],
+        max_new_tokens: int,
+        *,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        generator: torch.Generator | None = None,
+        eos_token: int | None = None,
+    ) -> Int[Tensor, "batch total"]:
+        """Continue ``tokens`` by up to ``max_new_tokens`` sampled tokens.
+
+        Each step feeds the last ``n_ctx`` tokens and samples with
+        :func:`tfs_decoder.sample_next_token` (``temperature=0`` is greedy); rows that have
+        generated ``eos_token`` are padded with it, and generation stops once all have.
+        Runs without gradients in eval mode and restores the training flags afterwards.
+        See :func:`tfs_decoder.generate.generate_tokens`.
+
+        Shapes:
+            tokens ``[batch, pos]`` (integer) -> ``[batch, pos + new]``, ``new <= max_new_tokens``.
+        """
+        return generate_tokens(
+            self,
+            tokens,
+            max_new_tokens,
+            n_ctx=self.config.n_ctx,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            generator=generator,
+            eos_token=eos_token,
+        )
