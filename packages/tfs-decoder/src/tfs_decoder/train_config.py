@@ -1,0 +1,189 @@
+"""The settings of a training run: one dataclass whose fields are ``tfs train``'s flags."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from tfs_decoder.config import DecoderConfig
+from tfs_decoder.errors import TfsError
+
+TOKENIZERS = ("char", "bpe")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+DTYPES: dict[str, torch.dtype | None] = {
+    "auto": None,  # resolved per device by resolve_dtype
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+}
+
+
+class ConfigError(TfsError, ValueError):
+    """A training setting is out of range; the message names the flag."""
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a training run; each field is the ``tfs train`` flag of that name
+    (``d_model`` is ``--d-model``).
+
+    The defaults are the ``cpu`` preset, what ``tfs train`` runs with no arguments: the
+    8-layer model, 128 wide, on 128-character windows, tuned to finish within 10 minutes
+    on 2 CPU cores; :mod:`tfs_decoder.presets` holds the others.
+
+    Attributes:
+        data: a text file or a folder of ``.txt`` files; ``None`` = the built-in corpus.
+        out: the run directory (checkpoints, ``metrics.jsonl``, ``loss.png``, ``sample.txt``).
+        tokenizer: ``"char"`` or ``"bpe"`` (byte-level BPE of ``bpe_vocab_size`` tokens).
+        d_model, n_layers, n_heads, d_mlp, n_ctx, dropout: the model (``d_head = d_model //
+            n_heads``).
+        batch_size: windows per micro-batch per process; ``grad_accum`` micro-batches make
+            one optimiser step, so a step sees ``batch_size * grad_accum * world_size`` windows.
+        lr, min_lr, warmup_steps, max_steps: the schedule (:func:`~tfs_decoder.optim.lr_at`).
+        weight_decay: AdamW's decoupled weight decay, on matrices only.
+        eval_interval, eval_steps: evaluate every ``eval_interval`` steps on ``eval_steps``
+            fixed batches of the validation split (and after the last step).
+        seed: seeds the model's initialisation, the batches, dropout and the sample.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"`` (``"cuda:N"``) or ``"mps"``.
+        dtype: ``"auto"`` (bf16 autocast on CUDA where supported, else float32),
+            ``"float32"``/``"fp32"`` or ``"bfloat16"``/``"bf16"`` (autocast).
+        compile: wrap the model in ``torch.compile`` for training.
+        resume: continue from the latest checkpoint in ``out``.
+        val_fraction: the share of the token stream, from its end, kept for validation.
+        grad_clip: clip the gradient's global norm to this; ``0`` disables clipping.
+        sample_tokens, sample_prompt: the sample generated at the end (0 tokens: none).
+        log_interval: steps between ``metrics.jsonl`` lines (and progress lines off a terminal).
+        checkpoint_interval: steps between checkpoints (one is always written at the end;
+            ``0``: only that one).
+    """
+
+    data: str | None = None
+    out: str = "runs/tfs"
+    tokenizer: str = "char"
+    bpe_vocab_size: int = 1024
+    d_model: int = 128
+    n_layers: int = 8
+    n_heads: int = 4
+    d_mlp: int = 512
+    n_ctx: int = 128
+    batch_size: int = 32
+    grad_accum: int = 1
+    lr: float = 3e-3
+    min_lr: float = 3e-4
+    warmup_steps: int = 100
+    max_steps: int = 1100
+    weight_decay: float = 0.1
+    dropout: float = 0.0
+    eval_interval: int = 100
+    eval_steps: int = 20
+    seed: int = 1337
+    device: str = "auto"
+    dtype: str = "auto"
+    compile: bool = False
+    resume: bool = False
+    val_fraction: float = 0.1
+    grad_clip: float = 1.0
+    sample_tokens: int = 500
+    sample_prompt: str = "\n"
+    log_interval: int = 10
+    checkpoint_interval: int = 250
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` naming the first flag whose value is out of range."""
+        positive = (
+            "bpe_vocab_size",
+            "d_model",
+            "n_layers",
+            "n_heads",
+            "d_mlp",
+            "n_ctx",
+            "batch_size",
+            "grad_accum",
+            "max_steps",
+            "eval_interval",
+            "eval_steps",
+            "log_interval",
+        )
+        for name in positive:
+            _check_int(name, getattr(self, name), minimum=1)
+        for name in ("warmup_steps", "checkpoint_interval", "sample_tokens", "seed"):
+            _check_int(name, getattr(self, name), minimum=0)
+        if self.d_model % self.n_heads:
+            raise ConfigError(
+                f"--n-heads: expected a divisor of --d-model={self.d_model} "
+                f"(d_head = d_model / n_heads), got {self.n_heads}"
+            )
+        if self.warmup_steps > self.max_steps:
+            raise ConfigError(
+                f"--warmup-steps: expected at most --max-steps={self.max_steps}, "
+                f"got {self.warmup_steps}"
+            )
+        _check_float("lr", self.lr, low=0.0, low_open=True)
+        _check_float("min_lr", self.min_lr, low=0.0, high=self.lr, what=f"<= --lr={self.lr}")
+        _check_float("weight_decay", self.weight_decay, low=0.0)
+        _check_float("dropout", self.dropout, low=0.0, high=1.0, high_open=True)
+        _check_float("val_fraction", self.val_fraction, low=0.0, high=1.0, low_open=True,
+                     high_open=True)  # fmt: skip
+        _check_float("grad_clip", self.grad_clip, low=0.0)
+        if self.tokenizer not in TOKENIZERS:
+            raise ConfigError(f"--tokenizer: expected one of {TOKENIZERS}, got {self.tokenizer!r}")
+        if not (self.device in DEVICES or self.device.startswith("cuda:")):
+            raise ConfigError(f"--device: expected one of {DEVICES}, got {self.device!r}")
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"--dtype: expected one of {tuple(DTYPES)}, got {self.dtype!r}")
+        if not isinstance(self.sample_prompt, str):
+            raise ConfigError(f"sample_prompt: expected a str, got {self.sample_prompt!r}")
+
+    def model_config(self, d_vocab: int) -> DecoderConfig:
+        """The :class:`~tfs_decoder.DecoderConfig` these settings describe."""
+        return DecoderConfig(
+            d_vocab=d_vocab,
+            d_model=self.d_model,
+            n_heads=self.n_heads,
+            d_head=self.d_model // self.n_heads,
+            d_mlp=self.d_mlp,
+            n_layers=self.n_layers,
+            n_ctx=self.n_ctx,
+            dropout=self.dropout,
+        )
+
+
+def _check_int(name: str, value: object, *, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        expected = "a positive int" if minimum == 1 else f"an int >= {minimum}"
+        raise ConfigError(f"{_flag(name)}: expected {expected}, got {value!r}")
+
+
+def _check_float(
+    name: str,
+    value: object,
+    *,
+    low: float,
+    high: float = math.inf,
+    low_open: bool = False,
+    high_open: bool = False,
+    what: str | None = None,
+) -> None:
+    ok = (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and (value > low if low_open else value >= low)
+        and (value < high if high_open else value <= high)
+    )
+    if not ok:
+        if what is None:
+            left = "(" if low_open else "["
+            right = ")" if high_open or high == math.inf else "]"
+            what = f"in {left}{low:g}, {high:g}{right}"
+        raise ConfigError(f"{_flag(name)}: expected a number {what}, got {value!r}")

@@ -1,0 +1,442 @@
+"""The ``tfs`` command line: flags -> TrainConfig, train/sample/eval end to end on a tiny
+corpus, and every bad input ending as one ``tfs: error:`` line with no traceback.
+
+Commands run in-process through ``main([...])`` (fast); two run as real subprocesses
+(``python -m tfs_decoder``) to check what a user's terminal gets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import random
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+
+import tfs_decoder.train
+from tfs_decoder.cli import build_parser, main, train_config_from_args
+from tfs_decoder.errors import TfsError
+from tfs_decoder.presets import DEFAULT_PRESET, PRESETS, preset_config
+from tfs_decoder.train import TrainConfig
+
+# The smallest model and run the CLI accepts that still exercises every part of train().
+TINY = [
+    "--d-model", "16", "--n-layers", "1", "--n-heads", "2", "--d-mlp", "32", "--n-ctx", "16",
+    "--batch-size", "4", "--max-steps", "4", "--warmup-steps", "1", "--eval-interval", "2",
+    "--eval-steps", "2", "--log-interval", "1", "--sample-tokens", "20", "--device", "cpu",
+]  # fmt: skip
+SENTENCE = "the cat sat on a mat and saw one big red dog run to its home by the sea"
+WORDS = SENTENCE.split(" ")
+
+
+def write_corpus(path: Path, n_words: int = 600, seed: int = 0) -> Path:
+    """A few kilobytes of lowercase words and full stops (28 distinct characters)."""
+    rng = random.Random(seed)
+    sentences = []
+    for _ in range(n_words // 6):
+        sentences.append(" ".join(rng.choice(WORDS) for _ in range(6)) + ".")
+    path.write_text(" ".join(sentences) + "\n", encoding="utf-8")
+    return path
+
+
+@dataclasses.dataclass
+class Run:
+    """A finished tiny run: its data file and run directory."""
+
+    data: Path
+    out: Path
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str | Path) -> tuple[int, str, str]:
+    """``main(argv)`` in-process; returns (exit status, stdout, stderr)."""
+    capsys.readouterr()
+    status = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def assert_one_error_line(status: int, err: str, *patterns: str) -> None:
+    """A user error: non-zero status, exactly one stderr line ``tfs: error: ...`` matching
+    every pattern, and no traceback."""
+    assert status == 2, err
+    assert "Traceback" not in err
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("tfs: error: "), err
+    for pattern in patterns:
+        assert re.search(pattern, lines[0]), (pattern, lines[0])
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Run:
+    """One tiny run (4 steps) shared read-only by the tests below; tests that change it
+    work on a copy (:func:`run_copy`)."""
+    root = tmp_path_factory.mktemp("trained")
+    data = write_corpus(root / "corpus.txt")
+    out = root / "run"
+    status = main(["train", *TINY, "--data", str(data), "--out", str(out)])
+    assert status == 0
+    return Run(data, out)
+
+
+@pytest.fixture
+def run_copy(trained: Run, tmp_path: Path) -> Run:
+    out = tmp_path / "run"
+    shutil.copytree(trained.out, out)
+    return Run(trained.data, out)
+
+
+# ---------------------------------------------------------------------------------------
+# Flags and presets
+
+
+def train_dests() -> set[str]:
+    parser = build_parser()
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    train = subparsers.choices["train"]
+    return {a.dest for a in train._actions if a.dest not in ("help", "preset")}
+
+
+def test_every_train_config_field_has_a_flag_and_back() -> None:
+    fields = {field.name for field in dataclasses.fields(TrainConfig)}
+    assert train_dests() == fields
+
+
+def test_issue_flags_are_spelled_as_documented(capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, _ = run_cli(capsys, "train", "--help")
+    assert status == 0
+    flags = [
+        "--data", "--preset", "--d-model", "--n-layers", "--n-heads", "--d-mlp", "--n-ctx",
+        "--batch-size", "--grad-accum", "--lr", "--min-lr", "--warmup-steps", "--max-steps",
+        "--weight-decay", "--dropout", "--eval-interval", "--eval-steps", "--seed",
+        "--tokenizer", "--out", "--resume", "--device", "--dtype", "--compile",
+    ]  # fmt: skip
+    for flag in flags:
+        assert re.search(rf"{flag}\b", out), flag
+    for command in ("sample", "eval"):
+        status, out, _ = run_cli(capsys, command, "--help")
+        assert status == 0
+        assert "--checkpoint" in out
+    status, out, _ = run_cli(capsys, "--help")
+    assert status == 0
+    assert all(command in out for command in ("train", "sample", "eval"))
+
+
+def test_flags_override_the_preset_and_nothing_else() -> None:
+    config = train_config_from_args({"preset": "smoke", "d_model": 48, "lr": 1e-3})
+    smoke = preset_config("smoke")
+    assert (config.d_model, config.lr) == (48, 1e-3)
+    assert dataclasses.replace(config, d_model=smoke.d_model, lr=smoke.lr) == smoke
+    assert train_config_from_args({}) == preset_config(DEFAULT_PRESET)
+
+
+def test_presets_are_valid_and_gpt2_8l_has_gpt2_small_widths() -> None:
+    assert {"cpu", "gpt2-8l", "smoke"} <= set(PRESETS)
+    for name in PRESETS:
+        preset_config(name).validate()
+    gpt2 = preset_config("gpt2-8l")
+    assert (gpt2.d_model, gpt2.n_heads, gpt2.d_mlp, gpt2.n_layers, gpt2.n_ctx) == (
+        768, 12, 3072, 8, 1024,
+    )  # fmt: skip
+    assert gpt2.tokenizer == "bpe"
+    assert gpt2.grad_accum > 1
+    smoke, cpu = preset_config("smoke"), preset_config("cpu")
+    assert smoke.max_steps * smoke.d_model < cpu.max_steps * cpu.d_model
+
+
+def test_unknown_preset_lists_the_known_ones() -> None:
+    with pytest.raises(TfsError, match=r"unknown preset 'gpt5'.*cpu, gpt2-8l, smoke"):
+        preset_config("gpt5")
+
+
+def test_prompt_escapes() -> None:
+    config = train_config_from_args({"sample_prompt": "a"})
+    assert config.sample_prompt == "a"
+    parser = build_parser()
+    args = parser.parse_args(["train", "--sample-prompt", r"x\ny\t\\n"])
+    assert args.sample_prompt == "x\ny\t\\n"
+
+
+# ---------------------------------------------------------------------------------------
+# End to end
+
+
+def read_metrics(out: Path) -> list[dict[str, float]]:
+    lines = (out / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def test_train_writes_checkpoint_metrics_png_and_sample(trained: Run) -> None:
+    out = trained.out
+    latest = (out / "latest").read_text(encoding="utf-8").strip()
+    assert latest == "ckpt-0000004"
+    for name in ("model.safetensors", "config.json", "tokenizer.json", "state.pt"):
+        assert (out / latest / name).is_file(), name
+    saved = json.loads((out / latest / "config.json").read_text(encoding="utf-8"))
+    assert saved["model"]["d_model"] == 16
+    assert saved["train"]["data"] == str(trained.data)
+    records = read_metrics(out)
+    assert [r["step"] for r in records] == [1, 2, 3, 4]
+    assert all(math.isfinite(r["train_loss"]) for r in records)
+    assert records[-1]["val_loss"] is not None
+    assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    sample = (out / "sample.txt").read_text(encoding="utf-8")
+    assert len(sample) > 10
+
+
+def test_train_prints_summary_and_sample(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = write_corpus(tmp_path / "corpus.txt")
+    out = tmp_path / "run"
+    status, stdout, stderr = run_cli(
+        capsys, "train", *TINY, "--max-steps", "2", "--data", data, "--out", out
+    )
+    assert status == 0
+    assert re.search(r"val loss \d+\.\d+ nats/token, \d+\.\d+ bits/char", stderr)
+    assert (out / "sample.txt").read_text(encoding="utf-8") in stdout
+
+
+def test_resume_continues_from_the_checkpoint_with_its_settings(
+    trained: Run, run_copy: Run, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Settings not given come from the checkpoint, unless --preset names a starting point;
+    # --out is where the run is now, not where the checkpoint was written.
+    resumed = train_config_from_args({"resume": True, "out": str(run_copy.out)})
+    assert (resumed.d_model, resumed.data, resumed.out) == (
+        16,
+        str(trained.data),
+        str(run_copy.out),
+    )
+    with_preset = train_config_from_args(
+        {"resume": True, "out": str(run_copy.out), "preset": "smoke"}
+    )
+    assert with_preset == dataclasses.replace(
+        preset_config("smoke"), resume=True, out=str(run_copy.out)
+    )
+    # Only --out and a later --max-steps: the model sizes and --data come from the checkpoint.
+    status, _, err = run_cli(capsys, "train", "--resume", "--out", run_copy.out, "--max-steps", "6")
+    assert status == 0, err
+    assert "resuming at step 4" in err
+    assert (run_copy.out / "latest").read_text(encoding="utf-8").strip() == "ckpt-0000006"
+    assert [r["step"] for r in read_metrics(run_copy.out)] == [1, 2, 3, 4, 5, 6]
+    assert (trained.out / "latest").read_text(encoding="utf-8").strip() == "ckpt-0000004"
+
+
+def test_sample_prints_the_prompt_and_a_seeded_continuation(
+    trained: Run, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["sample", "--checkpoint", str(trained.out), "--prompt", "the cat", "--max-new-tokens",
+            "30", "--temperature", "1.0", "--top-k", "10", "--top-p", "0.95", "--seed", "3",
+            "--device", "cpu"]  # fmt: skip
+    status, first, err = run_cli(capsys, *argv)
+    assert status == 0, err
+    assert first.endswith("\n")
+    text = first[:-1]
+    assert text.startswith("the cat")
+    assert len(text) == len("the cat") + 30  # char tokenizer: one token per character
+    assert set(text) <= set(SENTENCE + ".\n")
+    status, second, _ = run_cli(capsys, *argv)
+    assert (status, second) == (0, first)
+
+
+def test_eval_prints_nats_per_token_and_bits_per_char(
+    trained: Run, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, out, err = run_cli(capsys, "eval", "--checkpoint", trained.out, "--device", "cpu")
+    assert status == 0, err
+    match = re.search(r"val loss (\d+\.\d+) nats/token, (\d+\.\d+) bits/char", out)
+    assert match is not None, out
+    nats, bits = float(match.group(1)), float(match.group(2))
+    # The same validation windows as training's last evaluation: the same loss.
+    assert nats == pytest.approx(read_metrics(trained.out)[-1]["val_loss"], abs=1e-4)
+    assert bits == pytest.approx(nats / math.log(2), abs=1e-3)  # one char per token
+
+    status, out, err = run_cli(
+        capsys, "eval", "--checkpoint", trained.out, "--data", trained.data, "--eval-steps", "3"
+    )
+    assert status == 0, err
+    match = re.search(r"val loss (\d+\.\d+) nats/token, (\d+\.\d+) bits/char", out)
+    assert match is not None, out
+    assert 0 < float(match.group(1)) < math.log(28) + 1
+    assert "12 windows" in out  # 3 batches of the run's --batch-size 4
+
+
+# ---------------------------------------------------------------------------------------
+# Bad input: one line, no traceback
+
+
+def _bad_data(kind: str, tmp_path: Path) -> Path:
+    path = tmp_path / f"{kind}.txt"
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "binary":
+        path.write_bytes(bytes(range(256)) * 8)
+    elif kind == "short":
+        path.write_text("too short for n_ctx 16\n", encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("kind", "pattern"),
+    [
+        ("missing", r"--data: no such file"),
+        ("empty", r"empty"),
+        ("binary", r"binary|UTF-8|NUL"),
+        ("short", r"too short"),
+    ],
+)
+def test_bad_data_is_one_line(
+    kind: str, pattern: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = _bad_data(kind, tmp_path)
+    status, _, err = run_cli(capsys, "train", *TINY, "--data", data, "--out", tmp_path / "run")
+    assert_one_error_line(status, err, pattern)
+    assert not (tmp_path / "run" / "latest").exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "patterns"),
+    [
+        (["train", "--preset", "gpt5"], [r"unknown preset 'gpt5'", r"cpu, gpt2-8l, smoke"]),
+        (["train", "--d-model", "wide"], [r"--d-model", r"invalid int value: 'wide'"]),
+        (["train", "--lr", "-1"], [r"--lr: expected a number"]),
+        (["train", "--n-heads", "3"], [r"--n-heads: expected a divisor of --d-model=128"]),
+        (["train", "--tokenizer", "words"], [r"--tokenizer", r"invalid choice"]),
+        (["train", "--dtype", "fp8"], [r"--dtype", r"invalid choice"]),
+        (["train", "--no-such-flag"], [r"unrecognized arguments: --no-such-flag"]),
+        (["sample"], [r"--checkpoint"]),
+        (["sample", "--checkpoint", "x", "--temperature", "-1"], [r"--temperature"]),
+        (["sample", "--checkpoint", "x", "--top-p", "0"], [r"--top-p"]),
+        (["fly"], [r"invalid choice: 'fly'"]),
+        ([], [r"expected a command"]),
+    ],
+)
+def test_bad_flags_are_one_line(
+    argv: list[str], patterns: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, _, err = run_cli(capsys, *argv)
+    assert_one_error_line(status, err, *patterns)
+
+
+def test_resume_without_a_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = write_corpus(tmp_path / "corpus.txt")
+    status, _, err = run_cli(
+        capsys, "train", *TINY, "--data", data, "--out", tmp_path / "run", "--resume"
+    )
+    assert_one_error_line(status, err, r"no checkpoint|does not exist")
+
+
+@pytest.mark.parametrize(
+    "name", ["model.safetensors", "config.json", "tokenizer.json", "state.pt", "latest"]
+)
+def test_resume_from_a_truncated_checkpoint(
+    name: str, run_copy: Run, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = run_copy.out / name if name == "latest" else run_copy.out / "ckpt-0000004" / name
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    status, _, err = run_cli(capsys, "train", "--resume", "--out", run_copy.out)
+    assert_one_error_line(status, err, r"checkpoint: ", re.escape(name))
+    for command in ("sample", "eval"):
+        status, _, err = run_cli(capsys, command, "--checkpoint", run_copy.out)
+        assert_one_error_line(status, err, r"checkpoint: ", re.escape(name))
+
+
+def test_resume_with_different_sizes_lists_the_differences(
+    run_copy: Run, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, _, err = run_cli(
+        capsys, "train", *TINY, "--data", run_copy.data, "--out", run_copy.out, "--resume",
+        "--d-model", "32", "--n-layers", "2",
+    )  # fmt: skip
+    assert_one_error_line(
+        status, err, r"does not match", r"d_model: checkpoint has 16, flags ask for 32",
+        r"n_layers: checkpoint has 1, flags ask for 2",
+    )  # fmt: skip
+
+
+def test_missing_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for command in ("sample", "eval"):
+        status, _, err = run_cli(capsys, command, "--checkpoint", tmp_path / "nope")
+        assert_one_error_line(status, err, r"does not exist")
+
+
+def test_text_the_tokenizer_cannot_encode(
+    trained: Run, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, _, err = run_cli(capsys, "sample", "--checkpoint", trained.out, "--prompt", "CAT")
+    assert_one_error_line(status, err, r"--prompt", r"'C'")
+    other = tmp_path / "other.txt"
+    other.write_text("UPPER CASE TEXT " * 20, encoding="utf-8")
+    status, _, err = run_cli(capsys, "eval", "--checkpoint", trained.out, "--data", other)
+    assert_one_error_line(status, err, r"--data")
+
+
+def _raise(error: BaseException) -> Callable[..., object]:
+    def fake_train(*args: object, **kwargs: object) -> object:
+        raise error
+
+    return fake_train
+
+
+def test_interrupt_and_out_of_memory_are_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(tfs_decoder.train, "train", _raise(KeyboardInterrupt()))
+    status, _, err = run_cli(capsys, "train")
+    assert (status, err) == (130, "tfs: interrupted\n")
+    oom = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore")
+    monkeypatch.setattr(tfs_decoder.train, "train", _raise(oom))
+    status, _, err = run_cli(capsys, "train")
+    assert_one_error_line(status, err, r"out of memory", r"--batch-size")
+
+
+def test_a_bug_keeps_its_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tfs_decoder.train, "train", _raise(RuntimeError("a bug")))
+    with pytest.raises(RuntimeError, match="a bug"):
+        main(["train"])
+
+
+# ---------------------------------------------------------------------------------------
+# Real processes
+
+
+@pytest.fixture
+def subprocess_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["OMP_NUM_THREADS"] = "1"
+    return env
+
+
+def test_module_entry_point_errors_without_traceback(
+    tmp_path: Path, trained: Run, subprocess_env: dict[str, str]
+) -> None:
+    """What a terminal shows: ``python -m tfs_decoder`` is the ``tfs`` command."""
+    broken = tmp_path / "run"
+    shutil.copytree(trained.out, broken)
+    weights = broken / "ckpt-0000004" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    cases = [
+        (["train", "--data", str(tmp_path / "missing.txt")], r"--data: no such file"),
+        (["sample", "--checkpoint", str(broken)], r"truncated or corrupt"),
+    ]
+    for argv, pattern in cases:
+        done = subprocess.run(
+            [sys.executable, "-m", "tfs_decoder", *argv],
+            capture_output=True,
+            text=True,
+            env=subprocess_env,
+            timeout=120,
+        )
+        assert_one_error_line(done.returncode, done.stderr, pattern)
+        assert done.stdout == ""
