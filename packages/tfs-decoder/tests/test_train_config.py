@@ -20,7 +20,7 @@ from tfs_decoder.train_config import ConfigError, TrainConfig
         ({"warmup_steps": -1}, r"--warmup-steps: expected an int >= 0, got -1"),
         ({"warmup_steps": 20, "max_steps": 10}, r"--warmup-steps: expected at most --max-steps"),
         ({"lr": 0.0}, r"--lr: expected a number in \(0, inf\), got 0\.0"),
-        ({"min_lr": 1.0}, r"--min-lr: expected a number <= --lr=0\.003, got 1\.0"),
+        ({"min_lr": 1.0}, r"--min-lr: expected a number <= --lr=0\.005, got 1\.0"),
         ({"dropout": 1.0}, r"--dropout: expected a number in \[0, 1\), got 1\.0"),
         ({"val_fraction": 0.0}, r"--val-fraction: expected a number in \(0, 1\), got 0\.0"),
         ({"grad_clip": float("nan")}, r"--grad-clip: expected a number in \[0, inf\), got nan"),

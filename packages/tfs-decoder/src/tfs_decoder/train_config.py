@@ -75,8 +75,8 @@ class TrainConfig:
     n_ctx: int = 128
     batch_size: int = 32
     grad_accum: int = 1
-    lr: float = 3e-3
-    min_lr: float = 3e-4
+    lr: float = 5e-3
+    min_lr: float = 5e-4
     warmup_steps: int = 100
     max_steps: int = 1100
     weight_decay: float = 0.1
