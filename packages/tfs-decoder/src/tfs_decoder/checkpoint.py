@@ -41,6 +41,7 @@ from torch import Tensor, nn
 from tfs_decoder.config import DecoderConfig
 from tfs_decoder.decoder import Decoder
 from tfs_decoder.errors import CheckpointError
+from tfs_decoder.files import atomic_path
 
 LATEST = "latest"
 MODEL_FILE = "model.safetensors"
@@ -259,9 +260,8 @@ def _write_bytes(path: Path, data: bytes) -> None:
 
 
 def _write_latest(out: Path, name: str) -> None:
-    tmp = out / f".{LATEST}.tmp-{os.getpid()}"
-    _write_bytes(tmp, (name + "\n").encode("utf-8"))
-    os.replace(tmp, out / LATEST)
+    with atomic_path(out / LATEST) as tmp:
+        _write_bytes(tmp, (name + "\n").encode("utf-8"))
     _fsync_dir(out)
 
 

@@ -25,7 +25,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
 import sys
 import time
 from contextlib import nullcontext
@@ -58,6 +57,7 @@ from tfs_decoder.distributed import (
     env_dist_info,
 )
 from tfs_decoder.errors import CheckpointError, TfsError
+from tfs_decoder.files import write_text_atomic
 from tfs_decoder.loss import cross_entropy
 from tfs_decoder.optim import build_optimizer, lr_at
 from tfs_decoder.plot import plot_losses, read_metrics
@@ -162,16 +162,7 @@ def _read_records(path: Path) -> list[dict[str, Any]]:
 def _truncate_metrics(path: Path, step: int) -> None:
     """Keep the records of ``metrics.jsonl`` up to ``step`` (a resume rewinds to there)."""
     kept = [r for r in _read_records(path) if int(r.get("step", 0)) <= step]
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.writelines(json.dumps(r) + "\n" for r in kept)
-    os.replace(tmp, path)
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in kept))
 
 
 def _prompt_ids(tokenizer: Tokenizer, prompt: str) -> tuple[list[int], str]:
@@ -490,7 +481,7 @@ def _train(
         png = plot()
         if config.sample_tokens > 0:
             sample = _sample(model, tokenizer, config, device, dtype)
-            _write_text_atomic(out / SAMPLE_FILE, sample)
+            write_text_atomic(out / SAMPLE_FILE, sample)
     result = TrainResult(
         out=out,
         step=step,
