@@ -24,6 +24,12 @@ from tfs_decoder.errors import DataError
 __all__ = ["WindowSampler", "eval_windows", "split_ids"]
 
 
+def _check_stream(name: str, ids: Tensor) -> None:
+    if ids.ndim != 1:
+        shape = tuple(ids.shape)
+        raise ValueError(f"{name}: expected a 1-D tensor of token ids, got shape {shape}")
+
+
 def split_ids(
     ids: Int[Tensor, " n_tokens"], val_fraction: float, n_ctx: int
 ) -> tuple[Int[Tensor, " n_train"], Int[Tensor, " n_val"]]:
@@ -38,8 +44,7 @@ def split_ids(
         DataError: either part would be shorter than ``n_ctx + 1`` ids (one window): the text
             is too short for this context length; the message says how long it is and must be.
     """
-    if ids.ndim != 1:
-        raise ValueError(f"ids: expected a 1-D tensor of token ids, got shape {tuple(ids.shape)}")
+    _check_stream("ids", ids)
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction: expected a number in (0, 1), got {val_fraction}")
     if n_ctx < 1:
@@ -105,10 +110,7 @@ class WindowSampler:
         rank: int = 0,
         world_size: int = 1,
     ) -> None:
-        if data.ndim != 1:
-            raise ValueError(
-                f"data: expected a 1-D tensor of token ids, got shape {tuple(data.shape)}"
-            )
+        _check_stream("data", data)
         if n_ctx < 1:
             raise ValueError(f"n_ctx: expected a positive int, got {n_ctx}")
         if batch_size < 1:
@@ -193,8 +195,7 @@ def eval_windows(
         ValueError: a size argument is not positive or ``data`` is not 1-D.
         DataError: ``data`` is shorter than ``n_ctx + 1`` ids.
     """
-    if data.ndim != 1:
-        raise ValueError(f"data: expected a 1-D tensor of token ids, got shape {tuple(data.shape)}")
+    _check_stream("data", data)
     for name, value in (("n_ctx", n_ctx), ("batch_size", batch_size), ("n_batches", n_batches)):
         if value < 1:
             raise ValueError(f"{name}: expected a positive int, got {value}")
