@@ -6,5 +6,6 @@ destination positions.
 """
 
 from tfs_attention.attention import MultiHeadAttention
+from tfs_attention.kv_cache import KVCache
 
-__all__ = ["MultiHeadAttention"]
+__all__ = ["KVCache", "MultiHeadAttention"]

@@ -9,6 +9,8 @@ import torch.nn.functional as F
 from jaxtyping import Bool, Float
 from torch import Tensor, nn
 
+from tfs_attention.kv_cache import KVCache
+
 
 class MultiHeadAttention(nn.Module):
     r"""Multi-head self-attention with per-head weights, written from einsum and softmax.
@@ -26,6 +28,17 @@ class MultiHeadAttention(nn.Module):
     further hides source positions such as padding; a destination whose every source is
     hidden gets a zero pattern row and so writes only ``b_O``, never NaN.
 
+    With a :class:`~tfs_attention.KVCache`, ``x`` holds only the new positions: their keys
+    and values are appended to the cache and they attend to every cached source position
+    (the destinations are the last ``pos`` of the ``src`` positions). ``attention_mask``
+    then covers all ``src = cached + pos`` source positions.
+
+    Hook points (identity modules; attach ordinary ``register_forward_hook`` hooks to read
+    or replace an activation): ``hook_q``, ``hook_k``, ``hook_v`` and ``hook_z``
+    ``[batch, pos, head, d_head]`` (``z_h = A_h v_h``; ``hook_k`` and ``hook_v`` see the new
+    positions before they are cached) and ``hook_pattern`` ``[batch, head, dest, src]``
+    (after masking, before dropout).
+
     Args:
         d_model: width of the residual stream.
         n_heads: number of heads.
@@ -36,7 +49,7 @@ class MultiHeadAttention(nn.Module):
             (GPT-2 uses 0.02); biases start at zero.
 
     Shapes:
-        x ``[batch, pos, d_model]`` -> ``[batch, pos, d_model]``.
+        x ``[batch, pos, d_model]``, attention_mask ``[batch, src]`` -> ``[batch, pos, d_model]``.
     """
 
     def __init__(
@@ -78,6 +91,13 @@ class MultiHeadAttention(nn.Module):
         self.b_K = nn.Parameter(torch.empty(n_heads, d_head))
         self.b_V = nn.Parameter(torch.empty(n_heads, d_head))
         self.b_O = nn.Parameter(torch.empty(d_model))
+        # Hook points: identity modules, so ordinary forward hooks read or replace these
+        # activations; with no hook attached each costs one module call and no copy.
+        self.hook_q = nn.Identity()  # [batch, pos, head, d_head]
+        self.hook_k = nn.Identity()  # [batch, pos, head, d_head], new positions only
+        self.hook_v = nn.Identity()  # [batch, pos, head, d_head], new positions only
+        self.hook_pattern = nn.Identity()  # [batch, head, dest, src]
+        self.hook_z = nn.Identity()  # [batch, pos, head, d_head]
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -89,22 +109,27 @@ class MultiHeadAttention(nn.Module):
     def forward(
         self,
         x: Float[Tensor, "batch pos d_model"],
-        attention_mask: Bool[Tensor, "batch pos"] | None = None,
+        attention_mask: Bool[Tensor, "batch src"] | None = None,
+        *,
+        kv_cache: KVCache | None = None,
     ) -> Float[Tensor, "batch pos d_model"]:
         if x.ndim != 3 or x.shape[-1] != self.d_model:
             raise ValueError(
                 f"x: expected shape [batch, pos, d_model={self.d_model}], got {tuple(x.shape)}"
             )
+        n_src = x.shape[1] + (kv_cache.length if kv_cache is not None else 0)
         if attention_mask is not None and (
-            attention_mask.dtype != torch.bool or attention_mask.shape != x.shape[:2]
+            attention_mask.dtype != torch.bool or attention_mask.shape != (x.shape[0], n_src)
         ):
             raise ValueError(
-                f"attention_mask: expected a bool tensor of shape {tuple(x.shape[:2])}, "
-                f"got {attention_mask.dtype} {tuple(attention_mask.shape)}"
+                f"attention_mask: expected a bool tensor of shape {(x.shape[0], n_src)} "
+                f"[batch, src], got {attention_mask.dtype} {tuple(attention_mask.shape)}"
             )
-        q = torch.einsum("bpd,hde->bphe", x, self.W_Q) + self.b_Q
-        k = torch.einsum("bpd,hde->bphe", x, self.W_K) + self.b_K
-        v = torch.einsum("bpd,hde->bphe", x, self.W_V) + self.b_V
+        q = self.hook_q(torch.einsum("bpd,hde->bphe", x, self.W_Q) + self.b_Q)
+        k = self.hook_k(torch.einsum("bpd,hde->bphe", x, self.W_K) + self.b_K)
+        v = self.hook_v(torch.einsum("bpd,hde->bphe", x, self.W_V) + self.b_V)
+        if kv_cache is not None:
+            k, v = kv_cache.append(k, v)
         scores = torch.einsum("bqhe,bkhe->bhqk", q, k) / math.sqrt(self.d_head)
 
         allowed = self._allowed(scores.shape[-2], scores.shape[-1], x.device, attention_mask)
@@ -114,9 +139,9 @@ class MultiHeadAttention(nn.Module):
         if attention_mask is not None and allowed is not None:
             # Rows with no visible source are NaN after softmax; they attend to nothing.
             pattern = pattern.masked_fill(~allowed, 0.0)
-        pattern = F.dropout(pattern, p=self.dropout, training=self.training)
+        pattern = F.dropout(self.hook_pattern(pattern), p=self.dropout, training=self.training)
 
-        z = torch.einsum("bhqk,bkhe->bqhe", pattern, v)
+        z = self.hook_z(torch.einsum("bhqk,bkhe->bqhe", pattern, v))
         return torch.einsum("bqhe,hed->bqd", z, self.W_O) + self.b_O
 
     def _allowed(

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor, nn
 
+from tfs_attention import KVCache
 from tfs_decoder.layernorm import LayerNorm
 
 
@@ -17,6 +18,12 @@ class ResidualBlock(nn.Module):
 
     The block takes its attention and MLP as modules, so either can be swapped for any
     module mapping ``[batch, pos, d_model]`` to the same shape (composition, not flags).
+    ``kv_cache`` is passed on to the attention as ``attn(x, kv_cache=kv_cache)`` when given
+    (see ``tfs_attention.KVCache``); without one the attention is called as ``attn(x)``.
+
+    Hook points (identity modules for ordinary forward hooks): ``hook_resid_pre``,
+    ``hook_attn_out``, ``hook_resid_mid``, ``hook_mlp_out`` and ``hook_resid_post``, all
+    ``[batch, pos, d_model]``.
 
     Args:
         d_model: width of the residual stream.
@@ -46,11 +53,30 @@ class ResidualBlock(nn.Module):
         self.ln2 = LayerNorm(d_model, eps=eps)
         self.mlp = mlp
         self.dropout = dropout
+        # Hook points on the residual stream and on what each sublayer writes to it.
+        self.hook_resid_pre = nn.Identity()
+        self.hook_attn_out = nn.Identity()
+        self.hook_resid_mid = nn.Identity()
+        self.hook_mlp_out = nn.Identity()
+        self.hook_resid_post = nn.Identity()
 
     def forward(
-        self, resid_pre: Float[Tensor, "batch pos d_model"]
+        self,
+        resid_pre: Float[Tensor, "batch pos d_model"],
+        *,
+        kv_cache: KVCache | None = None,
     ) -> Float[Tensor, "batch pos d_model"]:
-        attn_out: Tensor = self.attn(self.ln1(resid_pre))
-        resid_mid = resid_pre + F.dropout(attn_out, self.dropout, self.training)
-        mlp_out: Tensor = self.mlp(self.ln2(resid_mid))
-        return resid_mid + F.dropout(mlp_out, self.dropout, self.training)
+        resid_pre = self.hook_resid_pre(resid_pre)
+        normalized = self.ln1(resid_pre)
+        # Only a cache is passed on, so any attention module works without one.
+        attn_out: Tensor = self.hook_attn_out(
+            self.attn(normalized) if kv_cache is None else self.attn(normalized, kv_cache=kv_cache)
+        )
+        resid_mid = self.hook_resid_mid(
+            resid_pre + F.dropout(attn_out, self.dropout, self.training)
+        )
+        mlp_out: Tensor = self.hook_mlp_out(self.mlp(self.ln2(resid_mid)))
+        resid_post: Tensor = self.hook_resid_post(
+            resid_mid + F.dropout(mlp_out, self.dropout, self.training)
+        )
+        return resid_post

@@ -20,10 +20,13 @@ only when tokens tie at the boundary, and never depends on token order.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
+
+from tfs_attention import KVCache
 
 
 def check_sampling_args(temperature: float, top_k: int | None, top_p: float | None) -> None:
@@ -174,14 +177,21 @@ def _check_generate_args(
 
 
 def _next_token_logits(
-    model: nn.Module, sequence: Int[Tensor, "batch pos"], n_ctx: int
+    model: nn.Module,
+    sequence: Int[Tensor, "batch pos"],
+    n_ctx: int,
+    kv_cache: Sequence[KVCache] | None,
 ) -> Float[Tensor, "batch d_vocab"]:
     """The logits for the token after ``sequence``, from its last ``n_ctx`` tokens.
 
-    One full forward per step. (A KV cache would replace this step: feed only the newest
-    token and reuse the keys and values of the earlier ones.)
+    With a cache that holds a prefix of ``sequence``, only the positions after that prefix
+    are fed. Past ``n_ctx`` the cache cannot help (its keys carry absolute positions that
+    would all have to shift), so each step is one full forward, as without a cache.
     """
-    logits: Tensor = model(sequence[:, -n_ctx:])
+    if kv_cache is None or sequence.shape[1] > n_ctx:
+        logits: Tensor = model(sequence[:, -n_ctx:])
+    else:
+        logits = model(sequence[:, kv_cache[0].length :], kv_cache=kv_cache)
     return logits[:, -1, :]
 
 
@@ -196,12 +206,17 @@ def generate_tokens(
     top_p: float | None = None,
     generator: torch.Generator | None = None,
     eos_token: int | None = None,
+    kv_cache: Sequence[KVCache] | None = None,
 ) -> Int[Tensor, "batch total"]:
     """Extend ``tokens`` autoregressively by up to ``max_new_tokens`` tokens.
 
     ``model`` maps ``[batch, pos <= n_ctx]`` token ids to ``[batch, pos, d_vocab]`` logits.
     Each step feeds the last ``n_ctx`` tokens (so generation continues past ``n_ctx``,
     forgetting the oldest tokens), and draws the next token with :func:`sample_next_token`.
+    With ``kv_cache`` (empty; ``model`` must accept ``model(tokens, kv_cache=kv_cache)``
+    as :meth:`tfs_decoder.Decoder.forward` does) the prompt is fed once and then one new
+    token per step, until the sequence outgrows ``n_ctx``; from then on each step is a full
+    forward of the last ``n_ctx`` tokens, exactly as without a cache.
     Once a row has generated ``eos_token`` it is padded with ``eos_token``; the loop stops
     early when every row has (an ``eos_token`` inside the prompt does not count).
 
@@ -214,6 +229,8 @@ def generate_tokens(
     """
     check_sampling_args(temperature, top_k, top_p)
     _check_generate_args(tokens, max_new_tokens, n_ctx, eos_token)
+    if kv_cache is not None and any(cache.length for cache in kv_cache):
+        raise ValueError("kv_cache: expected an empty cache (length 0), got one already in use")
     modes = [(module, module.training) for module in model.modules()]
     model.eval()
     try:
@@ -221,7 +238,7 @@ def generate_tokens(
             sequence = tokens
             finished = torch.zeros(tokens.shape[0], dtype=torch.bool, device=tokens.device)
             for _ in range(max_new_tokens):
-                logits = _next_token_logits(model, sequence, n_ctx)
+                logits = _next_token_logits(model, sequence, n_ctx, kv_cache)
                 if eos_token is not None and eos_token >= logits.shape[-1]:
                     raise ValueError(
                         f"eos_token: expected an id in [0, d_vocab={logits.shape[-1]}), "

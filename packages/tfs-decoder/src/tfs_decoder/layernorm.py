@@ -13,6 +13,8 @@ class LayerNorm(nn.Module):
     Ba, Kiros and Hinton (2016), "Layer Normalization", equation 4, with the biased
     variance (mean of squared deviations), as ``torch.nn.LayerNorm`` and GPT-2 use.
 
+    ``hook_normalized`` is a hook point (identity module) on the output ``y``.
+
     Args:
         d_model: width of the residual stream.
         eps: added to the variance before the square root.
@@ -31,6 +33,7 @@ class LayerNorm(nn.Module):
         self.eps = eps
         self.w = nn.Parameter(torch.ones(d_model))
         self.b = nn.Parameter(torch.zeros(d_model))
+        self.hook_normalized = nn.Identity()  # the output, [..., d_model]
 
     def reset_parameters(self) -> None:
         nn.init.ones_(self.w)
@@ -43,7 +46,10 @@ class LayerNorm(nn.Module):
             )
         centred = x - x.mean(dim=-1, keepdim=True)
         variance = centred.pow(2).mean(dim=-1, keepdim=True)
-        return centred * torch.rsqrt(variance + self.eps) * self.w + self.b
+        normalized: Tensor = self.hook_normalized(
+            centred * torch.rsqrt(variance + self.eps) * self.w + self.b
+        )
+        return normalized
 
     def extra_repr(self) -> str:
         return f"d_model={self.d_model}, eps={self.eps}"

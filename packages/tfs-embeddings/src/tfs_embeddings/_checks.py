@@ -29,3 +29,13 @@ def check_tokens(tokens: Tensor, *, n_ctx: int | None = None, d_vocab: int | Non
         if low < 0 or high >= d_vocab:
             bad = low if low < 0 else high
             raise ValueError(f"tokens: expected ids in [0, d_vocab={d_vocab}), got id {bad}")
+
+
+def check_offset(offset: int, pos: int, n_ctx: int) -> None:
+    """Raise unless positions ``offset .. offset + pos - 1`` all lie in ``[0, n_ctx)``."""
+    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+        raise ValueError(f"offset: expected an int >= 0, got {offset!r}")
+    if offset + pos > n_ctx:
+        raise ValueError(
+            f"offset: expected offset + pos <= n_ctx={n_ctx}, got offset={offset} and pos={pos}"
+        )

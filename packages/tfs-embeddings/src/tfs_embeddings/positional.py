@@ -2,6 +2,10 @@
 
 Both modules return only the positional part, ``[batch, pos, d_model]``; the caller adds
 it to the token embedding. Both hold their table as ``W_pos [n_ctx, d_model]``.
+
+``offset`` is the position of the first token: when generating with a key/value cache
+(``tfs_attention.KVCache``) the model sees only the new tokens, which sit after the
+``offset`` tokens already cached, so they need the rows ``W_pos[offset:offset + pos]``.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
-from tfs_embeddings._checks import check_sizes, check_tokens
+from tfs_embeddings._checks import check_offset, check_sizes, check_tokens
 
 
 class LearnedPositionalEmbedding(nn.Module):
@@ -23,7 +27,8 @@ class LearnedPositionalEmbedding(nn.Module):
             some implementations use 0.01).
 
     Shapes:
-        tokens ``[batch, pos]`` (integer; only its shape is read) -> ``[batch, pos, d_model]``.
+        tokens ``[batch, pos]`` (integer; only its shape is read) -> ``[batch, pos, d_model]``,
+        the positions ``offset .. offset + pos - 1``.
     """
 
     def __init__(self, n_ctx: int, d_model: int, *, init_std: float = 0.02) -> None:
@@ -38,10 +43,13 @@ class LearnedPositionalEmbedding(nn.Module):
     def reset_parameters(self) -> None:
         nn.init.normal_(self.W_pos, mean=0.0, std=self.init_std)
 
-    def forward(self, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos d_model"]:
+    def forward(
+        self, tokens: Int[Tensor, "batch pos"], offset: int = 0
+    ) -> Float[Tensor, "batch pos d_model"]:
         check_tokens(tokens, n_ctx=self.n_ctx)
         batch, pos = tokens.shape
-        return self.W_pos[:pos].expand(batch, pos, self.d_model)
+        check_offset(offset, pos, self.n_ctx)
+        return self.W_pos[offset : offset + pos].expand(batch, pos, self.d_model)
 
     def extra_repr(self) -> str:
         return f"n_ctx={self.n_ctx}, d_model={self.d_model}"
@@ -74,7 +82,8 @@ class SinusoidalPositionalEncoding(nn.Module):
         d_model: width of the residual stream.
 
     Shapes:
-        tokens ``[batch, pos]`` (integer; only its shape is read) -> ``[batch, pos, d_model]``.
+        tokens ``[batch, pos]`` (integer; only its shape is read) -> ``[batch, pos, d_model]``,
+        the positions ``offset .. offset + pos - 1``.
     """
 
     W_pos: Tensor
@@ -86,10 +95,13 @@ class SinusoidalPositionalEncoding(nn.Module):
         self.d_model = d_model
         self.register_buffer("W_pos", sinusoid_table(n_ctx, d_model), persistent=False)
 
-    def forward(self, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos d_model"]:
+    def forward(
+        self, tokens: Int[Tensor, "batch pos"], offset: int = 0
+    ) -> Float[Tensor, "batch pos d_model"]:
         check_tokens(tokens, n_ctx=self.n_ctx)
         batch, pos = tokens.shape
-        return self.W_pos[:pos].expand(batch, pos, self.d_model)
+        check_offset(offset, pos, self.n_ctx)
+        return self.W_pos[offset : offset + pos].expand(batch, pos, self.d_model)
 
     def extra_repr(self) -> str:
         return f"n_ctx={self.n_ctx}, d_model={self.d_model}"

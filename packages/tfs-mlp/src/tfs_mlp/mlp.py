@@ -22,6 +22,9 @@ class MLP(nn.Module):
         init_std: standard deviation of the normal initialisation of ``W_in`` and
             ``W_out`` (GPT-2 uses 0.02); biases start at zero.
 
+    Hook points (identity modules; attach ordinary forward hooks to read or replace):
+    ``hook_pre`` (``x W_in + b_in``) and ``hook_post`` (after the activation).
+
     Shapes:
         x ``[batch, pos, d_model]`` -> ``[batch, pos, d_model]``; the hidden activations
         are ``[batch, pos, d_mlp]``.
@@ -54,6 +57,9 @@ class MLP(nn.Module):
         self.b_in = nn.Parameter(torch.empty(d_mlp))
         self.W_out = nn.Parameter(torch.empty(d_mlp, d_model))
         self.b_out = nn.Parameter(torch.empty(d_model))
+        # Hook points: identity modules for ordinary forward hooks (read or replace).
+        self.hook_pre = nn.Identity()  # [batch, pos, d_mlp], before the activation
+        self.hook_post = nn.Identity()  # [batch, pos, d_mlp], after it
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -67,8 +73,9 @@ class MLP(nn.Module):
             raise ValueError(
                 f"x: expected shape [batch, pos, d_model={self.d_model}], got {tuple(x.shape)}"
             )
-        pre = x @ self.W_in + self.b_in
-        return self.act(pre) @ self.W_out + self.b_out
+        pre = self.hook_pre(x @ self.W_in + self.b_in)
+        post: Tensor = self.hook_post(self.act(pre))
+        return post @ self.W_out + self.b_out
 
     def extra_repr(self) -> str:
         return f"d_model={self.d_model}, d_mlp={self.d_mlp}, activation={self.activation!r}"

@@ -1,0 +1,81 @@
+"""The key/value cache: keys and values of source positions an attention layer has already seen."""
+
+from __future__ import annotations
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+
+class KVCache:
+    """Keys and values of earlier positions, kept so that each new position costs one step.
+
+    In autoregressive generation the keys ``k = x W_K + b_K`` and values ``v = x W_V + b_V``
+    of a position never change once computed (causal attention: later tokens do not affect
+    earlier positions). So a layer can compute them for the new positions only, append them
+    here, and attend from the new destinations to every source position cached so far.
+
+    One cache belongs to one :class:`~tfs_attention.MultiHeadAttention` layer and one batch;
+    pass it as ``attn(x, kv_cache=cache)``. It is an inference tool: the buffers are written
+    in place, so do not backpropagate through a forward that used it.
+
+    Args:
+        max_pos: the most positions the cache holds (for a model, its ``n_ctx``). The
+            buffers ``[batch, max_pos, head, d_head]`` are allocated on the first
+            :meth:`append`, with the dtype and device of the keys given there.
+
+    Example::
+
+        cache = KVCache(max_pos=64)
+        out_prompt = attn(x[:, :10], kv_cache=cache)    # positions 0..9
+        out_next = attn(x[:, 10:11], kv_cache=cache)    # position 10 attends to 0..10
+    """
+
+    def __init__(self, max_pos: int) -> None:
+        if isinstance(max_pos, bool) or not isinstance(max_pos, int) or max_pos <= 0:
+            raise ValueError(f"max_pos: expected a positive int, got {max_pos!r}")
+        self.max_pos = max_pos
+        self.length = 0
+        self._keys: Tensor | None = None
+        self._values: Tensor | None = None
+
+    def append(
+        self,
+        keys: Float[Tensor, "batch pos head d_head"],
+        values: Float[Tensor, "batch pos head d_head"],
+    ) -> tuple[Float[Tensor, "batch src head d_head"], Float[Tensor, "batch src head d_head"]]:
+        """Store the keys and values of ``pos`` new positions; return those of all ``src``
+        positions cached so far (views of the buffers, ``src = length`` after the append)."""
+        if keys.shape != values.shape or keys.ndim != 4:
+            raise ValueError(
+                "keys, values: expected equal shapes [batch, pos, head, d_head], got "
+                f"{tuple(keys.shape)} and {tuple(values.shape)}"
+            )
+        end = self.length + keys.shape[1]
+        if end > self.max_pos:
+            raise ValueError(
+                f"kv_cache: holds at most max_pos={self.max_pos} positions, got "
+                f"{self.length} cached + {keys.shape[1]} new"
+            )
+        if self._keys is None or self._values is None:
+            batch, _, n_heads, d_head = keys.shape
+            shape = (batch, self.max_pos, n_heads, d_head)
+            self._keys = torch.empty(shape, dtype=keys.dtype, device=keys.device)
+            self._values = torch.empty(shape, dtype=values.dtype, device=values.device)
+        elif (keys.shape[0], *keys.shape[2:]) != (self._keys.shape[0], *self._keys.shape[2:]):
+            raise ValueError(
+                "keys: expected shape [batch, pos, head, d_head] with batch, head, d_head = "
+                f"{self._keys.shape[0]}, {self._keys.shape[2]}, {self._keys.shape[3]} as "
+                f"cached, got {tuple(keys.shape)}"
+            )
+        self._keys[:, self.length : end] = keys
+        self._values[:, self.length : end] = values
+        self.length = end
+        return self._keys[:, :end], self._values[:, :end]
+
+    def reset(self) -> None:
+        """Forget every cached position (the buffers are kept for reuse)."""
+        self.length = 0
+
+    def __repr__(self) -> str:
+        return f"KVCache(max_pos={self.max_pos}, length={self.length})"
