@@ -472,3 +472,94 @@ def test_heads_are_independent_and_additive(causal: bool) -> None:
         assert contribution.abs().max() > 1e-3  # every head writes something
         contributions.append(contribution)
     torch.testing.assert_close(torch.stack(contributions).sum(0), total, atol=ATOL, rtol=RTOL)
+
+
+# ------------------------------------------------------------------------ hook points
+
+
+def _recorded(attn: MultiHeadAttention, x: Tensor, mask: Tensor | None = None) -> dict[str, Tensor]:
+    """Every hook point's activation in one forward, read with ordinary forward hooks."""
+    seen: dict[str, Tensor] = {}
+    handles = [
+        getattr(attn, name).register_forward_hook(
+            lambda module, inputs, output, name=name: seen.__setitem__(name, output)
+        )
+        for name in ("hook_q", "hook_k", "hook_v", "hook_pattern", "hook_z")
+    ]
+    attn(x, mask)
+    for handle in handles:
+        handle.remove()
+    return seen
+
+
+def test_hooks_see_q_k_v_pattern_and_z_with_their_documented_shapes() -> None:
+    attn = _make(12, 3, d_head=5)
+    x = _x(2, 4, 12)
+    seen = _recorded(attn, x)
+    for name, W, b in (("hook_q", attn.W_Q, attn.b_Q), ("hook_k", attn.W_K, attn.b_K)):
+        expected = torch.einsum("bpd,hde->bphe", x, W) + b  # [batch, pos, head, d_head]
+        torch.testing.assert_close(seen[name], expected, atol=ATOL, rtol=RTOL)
+    assert seen["hook_v"].shape == seen["hook_z"].shape == (2, 4, 3, 5)
+    pattern = seen["hook_pattern"]  # [batch, head, dest, src]
+    assert pattern.shape == (2, 3, 4, 4)
+    # z_h = A_h v_h, and out = sum_h z_h W_O[h] + b_O.
+    z = torch.einsum("bhqk,bkhe->bqhe", pattern, seen["hook_v"])
+    torch.testing.assert_close(seen["hook_z"], z, atol=ATOL, rtol=RTOL)
+    out = torch.einsum("bqhe,hed->bqd", z, attn.W_O) + attn.b_O
+    torch.testing.assert_close(attn(x), out, atol=ATOL, rtol=RTOL)
+
+
+@pytest.mark.parametrize("with_padding", [False, True])
+def test_causal_pattern_rows_sum_to_one_and_are_zero_above_the_diagonal(
+    with_padding: bool,
+) -> None:
+    attn = _make(16, 4)
+    mask = torch.ones(3, 6, dtype=torch.bool)
+    if with_padding:
+        mask[1, :2] = False  # left padding: rows 0 and 1 of sequence 1 see nothing
+    pattern = _recorded(attn, _x(3, 6, 16), mask)["hook_pattern"]
+    sees_something = torch.ones(3, 1, 6, dtype=torch.bool)
+    if with_padding:
+        sees_something[1, 0, :2] = False
+    row_sums = pattern.sum(-1)
+    torch.testing.assert_close(row_sums, sees_something.expand(3, 4, 6).float())
+    assert torch.equal(pattern.triu(diagonal=1), torch.zeros_like(pattern))
+    if with_padding:
+        assert pattern[1, :, :, :2].abs().max() == 0  # padding is never a source
+    else:
+        assert (pattern[..., torch.ones(6, 6, dtype=torch.bool).tril()] > 0).all()
+
+
+def test_a_hook_that_returns_a_tensor_replaces_the_activation() -> None:
+    """Zeroing head 1's pattern removes exactly its term sum_k A[q, k] v_k W_O[1]."""
+    attn = _make(16, 4)
+    x = _x(2, 5, 16)
+    clean = attn(x)
+
+    def ablate_head_1(module: nn.Module, inputs: object, pattern: Tensor) -> Tensor:
+        pattern = pattern.clone()
+        pattern[:, 1] = 0.0
+        return pattern
+
+    handle = attn.hook_pattern.register_forward_hook(ablate_head_1)
+    ablated = attn(x)
+    handle.remove()
+    single = copy.deepcopy(attn)
+    with torch.no_grad():
+        single.W_O[[0, 2, 3]] = 0.0
+    head_1 = single(x) - single.b_O
+    torch.testing.assert_close(ablated, clean - head_1, atol=ATOL, rtol=RTOL)
+    torch.testing.assert_close(attn(x), clean)  # the handle is gone: clean again
+
+
+def test_hook_points_are_free_identities() -> None:
+    """Nothing attached: each hook point hands on the very tensor it was given (no copy) and
+    holds no parameters or buffers, so hook points change neither outputs nor state dicts."""
+    attn = _make(8, 2)
+    t = torch.randn(3)
+    for name in ("hook_q", "hook_k", "hook_v", "hook_pattern", "hook_z"):
+        hook = getattr(attn, name)
+        assert hook(t) is t
+        assert not list(hook.parameters())
+        assert not list(hook.buffers())
+    assert sorted(attn.state_dict()) == ["W_K", "W_O", "W_Q", "W_V", "b_K", "b_O", "b_Q", "b_V"]

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from tfs_attention import MultiHeadAttention
+from tfs_attention import KVCache, MultiHeadAttention
 from tfs_decoder import LayerNorm, ResidualBlock
 from tfs_mlp import MLP
 
@@ -185,3 +185,30 @@ def test_wrong_width_is_rejected_naming_d_model() -> None:
     block = make_block()
     with pytest.raises(ValueError, match=rf"d_model={D_MODEL}"):
         block(torch.randn(2, 3, D_MODEL + 1))
+
+
+def test_a_kv_cache_is_passed_to_the_attention_only_when_given() -> None:
+    """Fed in two pieces through a cache, the block gives the whole-sequence output (the
+    MLP and LayerNorms are position-wise); without one, attn(x) is called as before."""
+    block = make_block()
+    x = torch.randn(2, 7, D_MODEL, generator=torch.Generator().manual_seed(2))
+    cache = KVCache(max_pos=7)
+    pieces = torch.cat([block(x[:, :4], kv_cache=cache), block(x[:, 4:], kv_cache=cache)], 1)
+    torch.testing.assert_close(pieces, block(x), atol=ATOL, rtol=RTOL)
+    assert cache.length == 7
+
+
+def test_block_hook_points_see_the_residual_stream_and_sublayer_outputs() -> None:
+    block = make_block()
+    x = torch.randn(2, 5, D_MODEL, generator=torch.Generator().manual_seed(3))
+    seen: dict[str, Tensor] = {}
+    for name in ("resid_pre", "attn_out", "resid_mid", "mlp_out", "resid_post"):
+        getattr(block, f"hook_{name}").register_forward_hook(
+            lambda module, inputs, output, name=name: seen.__setitem__(name, output)
+        )
+    out = block(x)
+    assert torch.equal(seen["resid_pre"], x)
+    torch.testing.assert_close(seen["attn_out"], block.attn(layer_norm(x, block.ln1)))
+    torch.testing.assert_close(seen["resid_mid"], x + seen["attn_out"])
+    torch.testing.assert_close(seen["mlp_out"], block.mlp(layer_norm(seen["resid_mid"], block.ln2)))
+    assert torch.equal(seen["resid_post"], out)

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from torch import Tensor
+from torch import Tensor, nn
 
 from tfs_attention import MultiHeadAttention
 from tfs_decoder import Decoder, DecoderConfig, ResidualBlock, next_token_loss
@@ -432,3 +432,61 @@ def test_default_config_builds_an_8_layer_model() -> None:
     with torch.no_grad():
         logits = model(torch.tensor([[464, 2068, 7586, 21831]]))
     assert logits.shape == (1, 4, 50257)
+
+
+# ---------------------------------------------------------------------------------------
+# Key/value cache and extension points
+
+
+def test_forward_in_pieces_through_the_cache_equals_one_forward() -> None:
+    model = build(SMALL).eval()
+    randomise_(model, 1)
+    tokens = tokens_for(SMALL, 3, 11)
+    cache = model.make_kv_cache()
+    assert [c.max_pos for c in cache] == [SMALL.n_ctx] * SMALL.n_layers
+    pieces = [model(tokens[:, a:b], kv_cache=cache) for a, b in ((0, 6), (6, 7), (7, 11))]
+    torch.testing.assert_close(torch.cat(pieces, 1), model(tokens), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("n_caches", [1, 3])
+def test_a_cache_per_block_is_required(n_caches: int) -> None:
+    model = build(SMALL)
+    cache = model.make_kv_cache()[:1] * n_caches
+    with pytest.raises(ValueError, match=r"kv_cache: expected 2 KVCache objects of equal length"):
+        model(tokens_for(SMALL, 1, 3), kv_cache=cache)
+
+
+class ScaledGatedMLP(nn.Module):
+    """A user-defined GLU-style MLP whose residual-writing weight is named W_out."""
+
+    def __init__(self, d_model: int, d_mlp: int, init_std: float) -> None:
+        super().__init__()
+        self.W_gate = nn.Parameter(init_std * torch.randn(d_model, d_mlp))
+        self.W_up = nn.Parameter(init_std * torch.randn(d_model, d_mlp))
+        self.W_out = nn.Parameter(init_std * torch.randn(d_mlp, d_model))
+
+    def forward(self, x: Tensor) -> Tensor:
+        out: Tensor = (torch.relu(x @ self.W_gate) * (x @ self.W_up)) @ self.W_out
+        return out
+
+
+def test_make_mlp_and_make_attn_build_every_block() -> None:
+    """The factories are called once per block with the config; a custom W_out gets the
+    1/sqrt(2 n_layers) residual-write scaling like the built-in one."""
+    configs: list[DecoderConfig] = []
+
+    def make_mlp(c: DecoderConfig) -> nn.Module:
+        configs.append(c)
+        return ScaledGatedMLP(c.d_model, c.d_mlp, c.init_std)
+
+    torch.manual_seed(0)
+    model = Decoder(INIT, make_mlp=make_mlp, make_attn=lambda c: MultiHeadAttention(c.d_model, 2))
+    assert configs == [INIT] * INIT.n_layers
+    for block in model.blocks:
+        assert isinstance(block.mlp, ScaledGatedMLP)
+        assert isinstance(block.attn, MultiHeadAttention)
+        assert block.attn.n_heads == 2
+        expected = INIT.init_std / math.sqrt(2 * INIT.n_layers)
+        assert abs(block.mlp.W_out.std().item() / expected - 1) < STD_RTOL
+        assert abs(block.mlp.W_up.std().item() / INIT.init_std - 1) < STD_RTOL
+    assert model(tokens_for(INIT, 2, 5)).shape == (2, 5, INIT.d_vocab)

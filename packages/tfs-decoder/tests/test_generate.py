@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Any
 
 import pytest
 import torch
@@ -13,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import Tensor, nn
 
+from tfs_attention import KVCache
 from tfs_decoder import Decoder, DecoderConfig, sample_next_token
 from tfs_decoder.generate import filtered_probs, generate_tokens, top_k_mask, top_p_mask
 
@@ -349,6 +351,109 @@ def test_generation_crops_the_context_to_n_ctx(pos: int, steps: int) -> None:
     counting = CountingModel(d_vocab=10)
     generate_tokens(counting, prompt % 10, steps, n_ctx=SMALL.n_ctx)
     assert counting.context_lengths == [min(pos + i, SMALL.n_ctx) for i in range(steps)]
+
+
+# ---------------------------------------------------------------------------------------
+# The key/value cache
+
+
+class RecordingDecoder(nn.Module):
+    """Wraps a Decoder and records, per forward, how many tokens were fed and whether a
+    cache came along."""
+
+    def __init__(self, model: Decoder) -> None:
+        super().__init__()
+        self.model = model
+        self.calls: list[tuple[int, bool]] = []
+
+    def forward(self, tokens: Tensor, *, kv_cache: list[KVCache] | None = None) -> Tensor:
+        self.calls.append((tokens.shape[1], kv_cache is not None))
+        logits: Tensor = self.model(tokens, kv_cache=kv_cache)
+        return logits
+
+
+@pytest.mark.parametrize(
+    ("pos", "steps"),
+    [(4, 10), (1, 15), (5, 30), (20, 4)],  # within n_ctx = 16, up to it, past it, prompt past it
+)
+@pytest.mark.parametrize(
+    "sampling",
+    [{"temperature": 1.0}, {"temperature": 0.8, "top_k": 10, "top_p": 0.9}, {"temperature": 0.0}],
+)
+def test_cached_and_uncached_generation_give_identical_tokens(
+    pos: int, steps: int, sampling: dict[str, Any]
+) -> None:
+    """The guard against cache-vs-no-cache mismatches: same seed, same tokens, whether the
+    sequence stays within n_ctx or outgrows it (where the cache is dropped)."""
+    model = build()
+    prompt = prompt_for(3, pos, seed=pos)
+
+    def run(use_cache: bool) -> Tensor:
+        g = torch.Generator().manual_seed(11)
+        return model.generate(prompt, steps, use_cache=use_cache, generator=g, **sampling)
+
+    cached = run(True)
+    assert cached.shape == (3, pos + steps)
+    assert torch.equal(cached, run(False))
+
+
+def test_cached_step_logits_equal_the_full_forward() -> None:
+    """Prompt of 5, then 11 one-token steps through the cache up to n_ctx = 16: every
+    step's logits equal those of a full forward over the sequence so far (fp32, 1e-5)."""
+    model = build().eval()
+    sequence = prompt_for(2, 5, seed=3)
+    cache = model.make_kv_cache()
+    with torch.no_grad():
+        logits = model(sequence, kv_cache=cache)
+        torch.testing.assert_close(logits, model(sequence), atol=1e-5, rtol=1e-5)
+        while sequence.shape[1] < SMALL.n_ctx:
+            next_token = logits[:, -1].argmax(-1, keepdim=True)
+            sequence = torch.cat([sequence, next_token], dim=1)
+            logits = model(next_token, kv_cache=cache)
+            assert logits.shape == (2, 1, SMALL.d_vocab)
+            torch.testing.assert_close(logits[:, 0], model(sequence)[:, -1], atol=1e-5, rtol=1e-5)
+        assert all(c.length == SMALL.n_ctx for c in cache)
+        with pytest.raises(ValueError, match=r"offset: expected offset \+ pos <= n_ctx=16"):
+            model(next_token, kv_cache=cache)  # the cache is full
+
+
+def test_at_the_context_limit_the_cache_gives_way_to_full_forwards() -> None:
+    """n_ctx = 16, prompt 5, 14 new tokens: the prompt once, then one token per step while
+    the sequence fits (11 steps, filling the cache to 16), then two full forwards of the
+    last 16 tokens without the cache, exactly as uncached generation does."""
+    recording = RecordingDecoder(build())
+    prompt = prompt_for(2, 5)
+    cache = recording.model.make_kv_cache()
+    out = generate_tokens(recording, prompt, 14, n_ctx=SMALL.n_ctx, temperature=0.0, kv_cache=cache)
+    assert recording.calls == [(5, True)] + [(1, True)] * 11 + [(16, False)] * 2
+    assert torch.equal(out, greedy_reference(recording.model, prompt, 14, SMALL.n_ctx))
+
+
+def test_a_used_cache_is_refused() -> None:
+    model = build()
+    cache = model.make_kv_cache()
+    model(prompt_for(1, 3), kv_cache=cache)
+    with pytest.raises(ValueError, match=r"kv_cache: expected an empty cache \(length 0\)"):
+        generate_tokens(model, prompt_for(1, 3), 2, n_ctx=16, kv_cache=cache)
+
+
+def test_custom_attention_generates_without_the_cache() -> None:
+    """A block attention that is not a MultiHeadAttention cannot hold a cache: asking for
+    one says so and names the way out; use_cache=False works."""
+
+    class NoAttention(nn.Module):
+        def forward(self, x: Tensor) -> Tensor:
+            return torch.zeros_like(x)
+
+    torch.manual_seed(0)
+    model = Decoder(SMALL, make_attn=lambda c: NoAttention())
+    with pytest.raises(
+        TypeError,
+        match=r"blocks\.0\.attn: expected a MultiHeadAttention .* "
+        r"got NoAttention; generate with use_cache=False",
+    ):
+        model.generate(prompt_for(1, 3), 2)
+    assert model.generate(prompt_for(1, 3), 2, use_cache=False).shape == (1, 5)
 
 
 def test_seeded_generation_is_reproducible() -> None:

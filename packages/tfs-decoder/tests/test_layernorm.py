@@ -188,3 +188,16 @@ def test_matches_f_layer_norm_property(
     assert out.shape == (batch, pos, d_model)
     assert torch.isfinite(out).all()
     torch.testing.assert_close(out, _reference(ln, x), atol=ATOL, rtol=RTOL)
+
+
+def test_hook_normalized_sees_the_output_and_can_replace_it() -> None:
+    ln = LayerNorm(6)
+    x = torch.randn(2, 3, 6, generator=torch.Generator().manual_seed(0))
+    seen: list[Tensor] = []
+    handle = ln.hook_normalized.register_forward_hook(lambda m, i, out: seen.append(out))
+    out = ln(x)
+    handle.remove()
+    assert len(seen) == 1
+    assert seen[0] is out
+    ln.hook_normalized.register_forward_hook(lambda m, i, out: torch.zeros_like(out))
+    assert torch.equal(ln(x), torch.zeros(2, 3, 6))

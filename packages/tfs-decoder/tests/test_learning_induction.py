@@ -10,7 +10,6 @@ token" into each position, and a layer-1 head matches it against the current tok
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import pytest
@@ -18,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from tfs_attention import MultiHeadAttention
-from tfs_decoder import cross_entropy
+from tfs_decoder import cross_entropy, run_with_cache
 from tfs_embeddings import Embed, LearnedPositionalEmbedding, Unembed
 
 V = 32  # token values
@@ -73,21 +72,9 @@ def repeated_part(period: Tensor) -> Tensor:
 
 
 def layer1_pattern(model: AttentionOnly, tokens: Tensor) -> Tensor:
-    """Layer 1's attention pattern [batch, head, dest, src], from its W_Q, b_Q, W_K, b_K
-    applied to the residual stream entering it (there are no hook points yet)."""
-    attn = model.layers[1]
-    assert isinstance(attn, MultiHeadAttention)
-    x = model.residual(tokens, 1)
-    q = torch.einsum("bpd,hde->bhpe", x, attn.W_Q) + attn.b_Q[None, :, None, :]
-    k = torch.einsum("bpd,hde->bhpe", x, attn.W_K) + attn.b_K[None, :, None, :]
-    scores = q @ k.transpose(-1, -2) / math.sqrt(attn.d_head)
-    future = torch.ones(L, L, dtype=torch.bool).triu(diagonal=1)
-    pattern = scores.masked_fill(future, float("-inf")).softmax(dim=-1)
-    # The pattern is the one the layer uses: it reproduces the layer's output.
-    v = torch.einsum("bpd,hde->bhpe", x, attn.W_V) + attn.b_V[None, :, None, :]
-    out = torch.einsum("bhqk,bhke,hed->bqd", pattern, v, attn.W_O) + attn.b_O
-    torch.testing.assert_close(out, attn(x), atol=1e-5, rtol=1e-5)
-    return pattern
+    """Layer 1's attention pattern [batch, head, dest, src], read at its hook point."""
+    _, cache = run_with_cache(model, tokens, names=["layers.1.hook_pattern"])
+    return cache["layers.1.hook_pattern"]
 
 
 def induction_scores(pattern: Tensor, period: Tensor) -> Tensor:

@@ -94,6 +94,36 @@ def test_more_positions_than_n_ctx_raise(kind: str, pos: int) -> None:
 
 
 @pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize(("offset", "pos"), [(0, 8), (3, 5), (7, 1), (5, 2)])
+def test_offset_selects_the_rows_after_the_cached_positions(
+    kind: str, offset: int, pos: int
+) -> None:
+    """Positions offset .. offset + pos - 1: the slice of one whole-sequence lookup."""
+    module = _make(kind, n_ctx=8, d_model=6)
+    whole = module(_tokens(2, offset + pos))
+    torch.testing.assert_close(
+        module(_tokens(2, pos), offset), whole[:, offset:], atol=0.0, rtol=0.0
+    )
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize(
+    ("offset", "pos", "message"),
+    [
+        (6, 3, "offset: expected offset + pos <= n_ctx=8, got offset=6 and pos=3"),
+        (8, 1, "offset: expected offset + pos <= n_ctx=8, got offset=8 and pos=1"),
+        (-1, 2, "offset: expected an int >= 0, got -1"),
+    ],
+)
+def test_offset_past_n_ctx_or_negative_raises(
+    kind: str, offset: int, pos: int, message: str
+) -> None:
+    module = _make(kind, n_ctx=8, d_model=6)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        module(_tokens(1, pos), offset)
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_float_tokens_raise_type_error(kind: str) -> None:
     module = _make(kind, n_ctx=8, d_model=6)
     with pytest.raises(TypeError, match="tokens"):

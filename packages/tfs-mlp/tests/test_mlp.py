@@ -227,3 +227,31 @@ def test_shapes_and_reference_property(
     assert out.shape == (batch, pos, d_model)
     assert out.dtype == torch.float32
     torch.testing.assert_close(out, ReferenceMLP(mlp)(x), atol=ATOL, rtol=RTOL)
+
+
+@pytest.mark.parametrize("activation", ["gelu", "relu"])
+def test_hook_points_see_the_hidden_activations_and_can_replace_them(activation: str) -> None:
+    """hook_pre is the reference's linear_in output, hook_post its activation; a hook that
+    returns a tensor replaces the activation for the rest of the forward."""
+    mlp = _make_mlp(6, 10, activation, seed=0)
+    reference = ReferenceMLP(mlp)
+    x = torch.randn(2, 3, 6, generator=torch.Generator().manual_seed(1))
+    seen: dict[str, Tensor] = {}
+    handles = [
+        mlp.hook_pre.register_forward_hook(lambda m, i, out: seen.__setitem__("pre", out)),
+        mlp.hook_post.register_forward_hook(lambda m, i, out: seen.__setitem__("post", out)),
+    ]
+    mlp(x)
+    for handle in handles:
+        handle.remove()
+    with torch.no_grad():
+        pre = reference.linear_in(x)
+        torch.testing.assert_close(seen["pre"], pre, atol=ATOL, rtol=RTOL)
+        torch.testing.assert_close(seen["post"], reference.act(pre), atol=ATOL, rtol=RTOL)
+
+    # Zero-ablating every hidden unit leaves only b_out.
+    handle = mlp.hook_post.register_forward_hook(lambda m, i, out: torch.zeros_like(out))
+    torch.testing.assert_close(mlp(x), mlp.b_out.expand(2, 3, 6))
+    handle.remove()
+    assert mlp.hook_pre(x) is x  # nothing attached: the same tensor, no copy
+    torch.testing.assert_close(mlp(x), reference(x), atol=ATOL, rtol=RTOL)

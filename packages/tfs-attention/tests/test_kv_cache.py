@@ -1,0 +1,151 @@
+"""Tests of tfs_attention.KVCache and of MultiHeadAttention fed through it.
+
+The reference is the same module run once on the whole sequence: with causal attention,
+feeding the positions in pieces through a cache must give the same outputs (fp32, atol =
+rtol = 1e-5: the two paths sum the same terms in different groupings).
+"""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+
+import jaxtyping
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import Tensor
+
+from tfs_attention import KVCache, MultiHeadAttention
+
+ATOL = RTOL = 1e-5
+
+
+def _attention(d_model: int = 12, n_heads: int = 3, *, causal: bool = True) -> MultiHeadAttention:
+    """A module whose weights and biases are all N(0, 0.5): peaked patterns, visible biases."""
+    attn = MultiHeadAttention(d_model, n_heads, causal=causal)
+    gen = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for parameter in attn.parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=gen) * 0.5)
+    return attn
+
+
+def _pieces(attn: MultiHeadAttention, x: Tensor, cuts: list[int], **kwargs: Tensor) -> Tensor:
+    """Feed x[:, a:b] for consecutive cut points through one cache; concatenate the outputs."""
+    cache = KVCache(max_pos=x.shape[1])
+    bounds = [0, *cuts, x.shape[1]]
+    mask = kwargs.get("attention_mask")
+    outputs = []
+    for a, b in itertools.pairwise(bounds):
+        piece_mask = None if mask is None else mask[:, :b]
+        outputs.append(attn(x[:, a:b], piece_mask, kv_cache=cache))
+    assert cache.length == x.shape[1]
+    return torch.cat(outputs, dim=1)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    batch=st.integers(1, 3),
+    pos=st.integers(1, 12),
+    data=st.data(),
+)
+def test_pieces_through_the_cache_equal_one_forward(
+    batch: int, pos: int, data: st.DataObject
+) -> None:
+    cuts = sorted(data.draw(st.sets(st.integers(1, pos - 1), max_size=4))) if pos > 1 else []
+    attn = _attention()
+    x = torch.randn(batch, pos, 12, generator=torch.Generator().manual_seed(pos))
+    torch.testing.assert_close(_pieces(attn, x, cuts), attn(x), atol=ATOL, rtol=RTOL)
+
+
+def test_one_token_at_a_time_with_a_padding_mask() -> None:
+    attn = _attention()
+    x = torch.randn(2, 6, 12, generator=torch.Generator().manual_seed(0))
+    mask = torch.ones(2, 6, dtype=torch.bool)
+    mask[0, :2] = False  # left padding in row 0
+    expected = attn(x, mask)
+    got = _pieces(attn, x, [1, 2, 3, 4, 5], attention_mask=mask)
+    torch.testing.assert_close(got, expected, atol=ATOL, rtol=RTOL)
+
+
+def test_non_causal_last_piece_sees_every_position() -> None:
+    """Without the causal mask a piece attends to all positions cached so far, so only the
+    last piece, which sees the whole sequence, matches the one-forward output."""
+    attn = _attention(causal=False)
+    x = torch.randn(2, 7, 12, generator=torch.Generator().manual_seed(1))
+    got = _pieces(attn, x, [4])
+    torch.testing.assert_close(got[:, 4:], attn(x)[:, 4:], atol=ATOL, rtol=RTOL)
+    assert not torch.allclose(got[:, :4], attn(x)[:, :4], atol=1e-3)
+
+
+def test_append_keeps_what_it_was_given_and_returns_all_positions() -> None:
+    cache = KVCache(max_pos=5)
+    k1, v1 = torch.randn(2, 3, 4, 6), torch.randn(2, 3, 4, 6)
+    k2, v2 = torch.randn(2, 1, 4, 6), torch.randn(2, 1, 4, 6)
+    keys, values = cache.append(k1, v1)
+    assert torch.equal(keys, k1)
+    assert torch.equal(values, v1)
+    assert cache.length == 3
+    keys, values = cache.append(k2, v2)
+    assert torch.equal(keys, torch.cat([k1, k2], 1))
+    assert torch.equal(values, torch.cat([v1, v2], 1))
+    assert cache.length == 4
+    assert repr(cache) == "KVCache(max_pos=5, length=4)"
+    cache.reset()
+    assert cache.length == 0
+    keys, _ = cache.append(k2, v2)
+    assert torch.equal(keys, k2)
+
+
+def test_keys_hook_sees_only_the_new_positions() -> None:
+    attn = _attention()
+    seen: list[tuple[int, ...]] = []
+    attn.hook_k.register_forward_hook(lambda module, inputs, output: seen.append(output.shape))
+    cache = KVCache(max_pos=8)
+    attn(torch.randn(1, 5, 12), kv_cache=cache)
+    attn(torch.randn(1, 1, 12), kv_cache=cache)
+    assert seen == [(1, 5, 3, 4), (1, 1, 3, 4)]
+
+
+def test_a_full_cache_says_so() -> None:
+    attn = _attention()
+    cache = KVCache(max_pos=4)
+    attn(torch.randn(1, 3, 12), kv_cache=cache)
+    with pytest.raises(
+        ValueError, match=r"kv_cache: holds at most max_pos=4 positions, got 3 cached \+ 2 new"
+    ):
+        attn(torch.randn(1, 2, 12), kv_cache=cache)
+    assert cache.length == 3  # the failed call stored nothing
+
+
+def test_a_different_batch_or_head_layout_is_rejected() -> None:
+    cache = KVCache(max_pos=4)
+    cache.append(torch.randn(2, 1, 4, 6), torch.randn(2, 1, 4, 6))
+    with pytest.raises(
+        ValueError, match=r"keys: expected .* batch, head, d_head = 2, 4, 6 .* got \(3, 1, 4, 6\)"
+    ):
+        cache.append(torch.randn(3, 1, 4, 6), torch.randn(3, 1, 4, 6))
+    # Unequal shapes: the runtime checker catches them first; unchecked, the module does.
+    with pytest.raises(jaxtyping.TypeCheckError, match="values"):
+        cache.append(torch.randn(2, 1, 4, 6), torch.randn(2, 1, 4, 5))
+    with pytest.raises(ValueError, match=r"keys, values: expected equal shapes"):
+        inspect.unwrap(KVCache.append)(cache, torch.randn(2, 1, 4, 6), torch.randn(2, 1, 4, 5))
+
+
+def test_attention_mask_must_cover_the_cached_positions() -> None:
+    attn = _attention()
+    cache = KVCache(max_pos=8)
+    attn(torch.randn(1, 3, 12), kv_cache=cache)
+    with pytest.raises(
+        ValueError, match=r"attention_mask: expected a bool tensor of shape \(1, 4\)"
+    ):
+        attn(torch.randn(1, 1, 12), torch.ones(1, 1, dtype=torch.bool), kv_cache=cache)
+
+
+@pytest.mark.parametrize("max_pos", [0, -1, 2.0, True, None])
+def test_max_pos_must_be_a_positive_int(max_pos: object) -> None:
+    cache = object.__new__(KVCache)
+    with pytest.raises(ValueError, match=rf"max_pos: expected a positive int, got {max_pos!r}"):
+        inspect.unwrap(KVCache.__init__)(cache, max_pos)
