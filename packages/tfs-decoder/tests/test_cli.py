@@ -1,5 +1,6 @@
-"""The ``tfs`` command line: flags -> TrainConfig, train/sample/eval end to end on a tiny
-corpus, and every bad input ending as one ``tfs: error:`` line with no traceback.
+"""The ``tfs`` command line: flags -> TrainConfig, train/sample/eval/attention-plot end to
+end on a tiny corpus, and every bad input ending as one ``tfs: error:`` line with no
+traceback.
 
 Commands run in-process through ``main([...])`` (fast); two run as real subprocesses
 (``python -m tfs_decoder``) to check what a user's terminal gets.
@@ -17,16 +18,22 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
 import torch
+from torch import Tensor
 
+import tfs_decoder.cli
 import tfs_decoder.train
+from tfs_decoder import Decoder, DecoderConfig
+from tfs_decoder.attention_plot import attention_patterns, plot_attention
+from tfs_decoder.checkpoint import load_model, save_checkpoint
 from tfs_decoder.cli import build_parser, main, train_config_from_args
 from tfs_decoder.errors import TfsError
 from tfs_decoder.presets import DEFAULT_PRESET, PRESETS, preset_config
+from tfs_decoder.tokenizer import CharTokenizer
 from tfs_decoder.train import TrainConfig
 
 # The smallest model and run the CLI accepts that still exercises every part of train().
@@ -440,3 +447,159 @@ def test_module_entry_point_errors_without_traceback(
         )
         assert_one_error_line(done.returncode, done.stderr, pattern)
         assert done.stdout == ""
+
+
+# ---------------------------------------------------------------------------------------
+# tfs attention-plot (the figure itself: test_attention_plot.py)
+
+PLOT_CHARS = "abcdefgh \n\\"
+# Three heads, two layers; init_std 0.5 gives patterns far from uniform, so layers differ.
+PLOT_CONFIG = DecoderConfig(
+    d_vocab=len(PLOT_CHARS), d_model=16, n_heads=3, d_head=4, d_mlp=32, n_layers=2, n_ctx=12,
+    init_std=0.5,
+)  # fmt: skip
+PROMPT = r"ab cd\nef\\g"  # as typed on a shell line: 10 tokens with a newline and a backslash
+PROMPT_TEXT = "ab cd\nef\\g"
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run directory holding one checkpoint of an untrained tiny model (no training)."""
+    out = tmp_path_factory.mktemp("attention") / "run"
+    torch.manual_seed(0)
+    save_checkpoint(
+        out,
+        step=0,
+        model=Decoder(PLOT_CONFIG),
+        model_config=PLOT_CONFIG,
+        train_config={},
+        tokenizer=CharTokenizer(list(PLOT_CHARS)).to_dict(),
+        state={},
+    )
+    return out
+
+
+def assert_png(path: Path) -> None:
+    data = path.read_bytes()
+    assert data.startswith(b"\x89PNG\r\n\x1a\n")
+    assert len(data) > 5000
+
+
+def test_cli_plots_the_requested_layer(
+    checkpoint: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    drawn: list[tuple[Tensor, list[str]]] = []
+
+    def recording_plot(
+        patterns: Tensor, labels: Sequence[str], out: str | Path, *, title: str
+    ) -> Path:
+        drawn.append((patterns, list(labels)))
+        return plot_attention(patterns, labels, out, title=title)
+
+    monkeypatch.setattr(tfs_decoder.cli, "plot_attention", recording_plot)
+    model, _, _ = load_model(checkpoint)
+    tokens = torch.tensor([CharTokenizer(list(PLOT_CHARS)).encode(PROMPT_TEXT)])
+    for layer, index in [("1", 1), ("-1", 1), ("0", 0), ("-2", 0)]:
+        out = tmp_path / f"layer{layer}.png"
+        argv: list[str | Path] = ["attention-plot", "--checkpoint", checkpoint, "--prompt", PROMPT,
+                "--layer", layer, "--out", out, "--device", "cpu"]  # fmt: skip
+        status, stdout, err = run_cli(capsys, *argv)
+        assert (status, err) == (0, "")
+        assert stdout == f"wrote {out} (layer {index}, 3 heads, 10 tokens)\n"
+        assert_png(out)
+        patterns, labels = drawn[-1]
+        assert labels == list(PROMPT_TEXT)
+        expected = attention_patterns(model, tokens, index)[0]
+        torch.testing.assert_close(patterns, expected, atol=1e-6, rtol=1e-5)
+    # The two layers really differ, so the checks above tell them apart.
+    assert not torch.allclose(drawn[0][0], drawn[2][0], atol=1e-3)
+
+
+def test_cli_writes_attention_png_in_the_current_directory_by_default(
+    checkpoint: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    status, stdout, _ = run_cli(
+        capsys, "attention-plot", "--checkpoint", checkpoint, "--prompt", "abc"
+    )
+    assert status == 0
+    assert stdout.startswith("wrote attention.png ")
+    assert_png(tmp_path / "attention.png")
+
+
+def test_help_lists_the_command_and_its_flags(capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, _ = run_cli(capsys, "--help")
+    assert status == 0
+    assert "attention-plot" in out
+    status, out, _ = run_cli(capsys, "attention-plot", "--help")
+    assert status == 0
+    for flag in ("--checkpoint", "--prompt", "--layer", "--out", "--device", "--dtype"):
+        assert re.search(rf"{flag}\b", out), flag
+    assert "attention.png" in out
+
+
+@pytest.mark.parametrize(
+    ("extra", "patterns"),
+    [
+        (["--layer", "2"], [r"--layer: expected a layer in \[-2, 1\]", r"2 layers", r"got 2$"]),
+        (["--layer", "-3"], [r"--layer: expected a layer in \[-2, 1\]", r"got -3$"]),
+        (["--layer", "one"], [r"--layer", r"invalid int value: 'one'"]),
+        (["--prompt", "aZ"], [r"--prompt", r"'Z'", r"index 1"]),
+        (["--prompt", ""], [r"--prompt: expected at least one character, got ''"]),
+        (["--prompt", "a" * 13], [r"--prompt: expected at most n_ctx=12 tokens",
+                                           r"got 13 tokens"]),
+        (["--out", "attention.jpg"], [r"--out: expected a file name ending in \.png",
+                                      r"'attention\.jpg'"]),
+    ],
+)  # fmt: skip
+def test_bad_input_is_one_line(
+    extra: list[str],
+    patterns: list[str],
+    checkpoint: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    argv = ["attention-plot", "--checkpoint", str(checkpoint), "--prompt", "abc",
+            "--out", str(tmp_path / "a.png"), *extra]  # fmt: skip
+    status, _, err = run_cli(capsys, *argv)
+    assert_one_error_line(status, err, *patterns)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_checkpoint_and_flags_are_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, _, err = run_cli(
+        capsys, "attention-plot", "--checkpoint", tmp_path / "nope", "--prompt", "abc"
+    )
+    assert_one_error_line(status, err, r"checkpoint: .*nope does not exist")
+    status, _, err = run_cli(capsys, "attention-plot", "--prompt", "abc")
+    assert_one_error_line(status, err, r"--checkpoint")
+    status, _, err = run_cli(capsys, "attention-plot", "--checkpoint", tmp_path)
+    assert_one_error_line(status, err, r"--prompt")
+
+
+def test_unwritable_out_is_one_line(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base: list[str | Path] = [
+        "attention-plot",
+        "--checkpoint",
+        checkpoint,
+        "--prompt",
+        "abc",
+        "--out",
+    ]
+    status, _, err = run_cli(capsys, *base, tmp_path)
+    assert_one_error_line(status, err, r"--out: expected a PNG file to write, got the directory")
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("not a directory", encoding="utf-8")
+    status, _, err = run_cli(capsys, *base, blocker / "a.png")
+    assert_one_error_line(status, err, r"--out: cannot write '.*file\.txt/a\.png'")
+    assert [p.name for p in tmp_path.iterdir()] == ["file.txt"]

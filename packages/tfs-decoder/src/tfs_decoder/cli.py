@@ -1,10 +1,11 @@
-"""The ``tfs`` command: ``tfs train``, ``tfs sample``, ``tfs eval``.
+"""The ``tfs`` command: ``tfs train``, ``tfs sample``, ``tfs eval``, ``tfs attention-plot``.
 
 ``tfs train`` with no arguments trains the ``cpu`` preset (an 8-layer character-level model)
 on the built-in corpus; ``--preset NAME`` starts from another preset and every other flag
 overrides one setting of it (a field of :class:`~tfs_decoder.train_config.TrainConfig`,
 ``--d-model`` is ``d_model``). ``tfs sample`` continues a prompt with a saved model,
-``tfs eval`` measures its validation loss.
+``tfs eval`` measures its validation loss, ``tfs attention-plot`` draws one layer's
+attention patterns for a prompt as a PNG (one heatmap per head).
 
 A mistake the user can fix (a flag, a data file, a checkpoint: every
 :class:`~tfs_decoder.errors.TfsError`) ends the command with one line
@@ -27,6 +28,7 @@ from typing import Any, NoReturn
 import torch
 
 from tfs_decoder import train as training
+from tfs_decoder.attention_plot import attention_patterns, plot_attention
 from tfs_decoder.batches import eval_windows, split_ids
 from tfs_decoder.checkpoint import CONFIG_FILE, Checkpoint, load_model, resolve_checkpoint_dir
 from tfs_decoder.corpus import load_text
@@ -159,6 +161,7 @@ _TRAIN_FLAGS: list[tuple[str, dict[str, Any]]] = [
      "settings not given as flags come from that checkpoint (from --preset if given)")),
 ]  # fmt: skip
 CHECKPOINT_HELP = "a run directory (its latest checkpoint) or a ckpt-* directory"
+ATTENTION_PNG = "attention.png"
 
 
 def _flag(field: str) -> str:
@@ -179,7 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``tfs`` argument parser (its errors raise :class:`UsageError`)."""
     parser = _Parser(
         prog=PROG,
-        description="Train, sample from and evaluate a GPT-2-style decoder-only transformer.",
+        description=(
+            "Train, sample from, evaluate and look inside a GPT-2-style decoder-only transformer."
+        ),
         epilog="Run 'tfs COMMAND --help' for a command's flags.",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -282,6 +287,40 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_device_flags(evaluate)
     evaluate.set_defaults(handler=_run_eval)
+
+    attention = commands.add_parser(
+        "attention-plot",
+        help="draw one layer's attention patterns for a prompt as a PNG",
+        description=(
+            "Run the prompt through a trained model and draw the attention pattern of every "
+            "head of one layer as a heatmap: the destination (query) token down the y axis, "
+            "the source (key) token along the x axis, weights on one 0..1 colour scale."
+        ),
+    )
+    attention.add_argument("--checkpoint", metavar="DIR", required=True, help=CHECKPOINT_HELP)
+    attention.add_argument(
+        "--prompt",
+        type=_prompt_text,
+        metavar="TEXT",
+        required=True,
+        help=r"the text whose tokens are attended over, at most n_ctx tokens (\n is a newline)",
+    )
+    attention.add_argument(
+        "--layer",
+        type=int,
+        default=0,
+        metavar="N",
+        help="which block's attention to draw: 0 is the first, -1 the last (default 0)",
+    )
+    attention.add_argument(
+        "--out",
+        metavar="FILE.png",
+        default=ATTENTION_PNG,
+        help=f"the PNG to write, replaced if it exists (default {ATTENTION_PNG} in the "
+        "current directory)",
+    )
+    _add_device_flags(attention)
+    attention.set_defaults(handler=_run_attention_plot)
     return parser
 
 
@@ -380,12 +419,9 @@ def _load(
     return model, tokenizer_from_dict(tokenizer_dict), saved, device, dtype
 
 
-def _run_sample(args: argparse.Namespace) -> int:
-    model, tokenizer, saved, device, dtype = _load(args.checkpoint, args.device, args.dtype)
-    prompt = args.prompt
-    if prompt is None:
-        default = saved.train_config.get("sample_prompt")
-        prompt = default if isinstance(default, str) and default else "\n"
+def _encode_prompt(tokenizer: Tokenizer, prompt: str) -> list[int]:
+    """The ids of ``--prompt``; a prompt that is empty or that the tokenizer cannot encode
+    is a user error naming the flag."""
     if not prompt:
         raise UsageError("--prompt: expected at least one character, got ''")
     try:
@@ -394,6 +430,16 @@ def _run_sample(args: argparse.Namespace) -> int:
         raise TfsError(f"--prompt: {error}") from error
     if not prompt_ids:
         raise TfsError(f"--prompt: {prompt!r} encodes to no tokens")
+    return prompt_ids
+
+
+def _run_sample(args: argparse.Namespace) -> int:
+    model, tokenizer, saved, device, dtype = _load(args.checkpoint, args.device, args.dtype)
+    prompt = args.prompt
+    if prompt is None:
+        default = saved.train_config.get("sample_prompt")
+        prompt = default if isinstance(default, str) and default else "\n"
+    prompt_ids = _encode_prompt(tokenizer, prompt)
     generator = torch.Generator(device=device)
     if args.seed is None:
         generator.seed()
@@ -453,6 +499,46 @@ def _run_eval(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------
+# tfs attention-plot
+
+
+def _run_attention_plot(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    if out.is_dir():
+        raise UsageError(f"--out: expected a PNG file to write, got the directory {args.out!r}")
+    if out.suffix.lower() != ".png":
+        raise UsageError(f"--out: expected a file name ending in .png, got {args.out!r}")
+    if not args.prompt:  # before loading the model: a mistake found in a moment
+        raise UsageError("--prompt: expected at least one character, got ''")
+    model, tokenizer, saved, device, dtype = _load(args.checkpoint, args.device, args.dtype)
+    n_layers, n_ctx = saved.model_config.n_layers, saved.model_config.n_ctx
+    if not -n_layers <= args.layer < n_layers:
+        raise UsageError(
+            f"--layer: expected a layer in [{-n_layers}, {n_layers - 1}] (the model has "
+            f"{n_layers} layers; negative counts back from the last), got {args.layer}"
+        )
+    layer = args.layer % n_layers
+    prompt_ids = _encode_prompt(tokenizer, args.prompt)
+    if len(prompt_ids) > n_ctx:
+        raise UsageError(
+            f"--prompt: expected at most n_ctx={n_ctx} tokens (the model's context), got "
+            f"{len(prompt_ids)} tokens"
+        )
+    tokens = torch.tensor([prompt_ids], dtype=torch.long, device=device)
+    with autocast(device, dtype):
+        patterns = attention_patterns(model, tokens, layer)[0]
+    labels = [tokenizer.decode([i]) for i in prompt_ids]
+    title = f"{saved.path} (step {saved.step}): layer {layer} attention, {len(labels)} tokens"
+    try:
+        plot_attention(patterns, labels, out, title=title)
+    except OSError as error:
+        raise TfsError(f"--out: cannot write {args.out!r}: {error.strerror or error}") from error
+    heads = patterns.shape[0]
+    print(f"wrote {out} (layer {layer}, {heads} heads, {len(labels)} tokens)")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------
 # Entry point
 
 
@@ -474,7 +560,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         except SystemExit as stop:  # --help: argparse printed it and exits
             return stop.code if isinstance(stop.code, int) else 0
         if args.command is None:
-            return _fail("expected a command: train, sample or eval (see tfs --help)")
+            return _fail(
+                "expected a command: train, sample, eval or attention-plot (see tfs --help)"
+            )
         handler: Callable[[argparse.Namespace], int] = args.handler
         return handler(args)
     except TfsError as error:
