@@ -1,4 +1,5 @@
-"""Sessions: tests-<package>, typecheck-<package> (one virtualenv each), tests, typecheck, lint,
+"""Sessions: tests-<package>, typecheck-<package> (one virtualenv each), tests-examples and
+typecheck-examples (the examples/ folder, all four packages installed), tests, typecheck, lint,
 train (the no-argument main job).
 
 Each package is tested in a virtualenv that holds only that package, its declared
@@ -48,7 +49,9 @@ def _install(session: nox.Session, package: str, *groups: str) -> None:
     session.install(*paths, *requirements)
 
 
-def _define(kind: str, groups: tuple[str, ...], command: list[str]) -> None:
+def _define(
+    kind: str, groups: tuple[str, ...], command: list[str], examples_command: list[str]
+) -> None:
     for package in PACKAGES:
 
         @nox.session(name=f"{kind}-{package}")
@@ -57,14 +60,20 @@ def _define(kind: str, groups: tuple[str, ...], command: list[str]) -> None:
             where = f"packages/{package}"
             session.run(*[arg.format(where=where) for arg in command], *session.posargs)
 
+    @nox.session(name=f"{kind}-examples")
+    def examples(session: nox.Session) -> None:
+        # tfs-decoder brings its three siblings: the examples use all four packages.
+        _install(session, "tfs-decoder", *groups)
+        session.run(*examples_command, *session.posargs)
+
     @nox.session(name=kind, venv_backend="none")
     def umbrella(session: nox.Session) -> None:
-        for package in PACKAGES:
-            session.notify(f"{kind}-{package}")
+        for name in [*PACKAGES, "examples"]:
+            session.notify(f"{kind}-{name}")
 
 
-_define("tests", ("test",), ["pytest", "{where}/tests"])
-_define("typecheck", ("typecheck",), ["mypy", "{where}/src", "{where}/tests"])
+_define("tests", ("test",), ["pytest", "{where}/tests"], ["pytest", "examples"])
+_define("typecheck", ("typecheck",), ["mypy", "{where}/src", "{where}/tests"], ["mypy", "examples"])
 
 
 @nox.session
