@@ -48,7 +48,7 @@ class Decoder(nn.Module):
     Hook points (see :mod:`tfs_decoder.hooks`, :meth:`run_with_cache` and
     :meth:`run_with_hooks`): ``hook_embed``, ``hook_pos_embed``, then in every block
     ``blocks.{i}.hook_resid_pre/hook_attn_out/hook_resid_mid/hook_mlp_out/hook_resid_post``,
-    ``blocks.{i}.ln1.hook_normalized``, ``blocks.{i}.attn.hook_q/hook_k/hook_v/hook_z``
+    ``blocks.{i}.ln1/ln2.hook_normalized``, ``blocks.{i}.attn.hook_q/hook_k/hook_v/hook_z``
     ``[batch, pos, head, d_head]``, ``blocks.{i}.attn.hook_pattern`` ``[batch, head, dest,
     src]``, ``blocks.{i}.mlp.hook_pre/hook_post`` ``[batch, pos, d_mlp]``, and
     ``ln_final.hook_normalized``.
@@ -146,8 +146,9 @@ class Decoder(nn.Module):
 
     def _check_kv_cache(self, kv_cache: Sequence[KVCache]) -> int:
         """The number of cached positions, after checking there is one cache per block."""
-        lengths = {cache.length for cache in kv_cache if isinstance(cache, KVCache)}
-        if len(kv_cache) != len(self.blocks) or len(lengths) != 1:
+        caches = [cache for cache in kv_cache if isinstance(cache, KVCache)]
+        lengths = {cache.length for cache in caches}
+        if len(caches) != len(kv_cache) or len(kv_cache) != len(self.blocks) or len(lengths) != 1:
             raise ValueError(
                 f"kv_cache: expected {len(self.blocks)} KVCache objects of equal length, one "
                 f"per block (see make_kv_cache), got {[repr(cache) for cache in kv_cache]}"
