@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import Tensor, nn
 
-from tfs_attention import MultiHeadAttention
+from tfs_attention import KVCache, MultiHeadAttention
 
 ATOL = 1e-5
 RTOL = 1e-5
@@ -563,3 +563,68 @@ def test_hook_points_are_free_identities() -> None:
         assert not list(hook.parameters())
         assert not list(hook.buffers())
     assert sorted(attn.state_dict()) == ["W_K", "W_O", "W_Q", "W_V", "b_K", "b_O", "b_Q", "b_V"]
+
+
+# ------------------------------------------------------------------ backend="sdpa"
+
+
+def _backends(causal: bool = True) -> tuple[MultiHeadAttention, MultiHeadAttention]:
+    manual = _make(16, 4, causal=causal)
+    sdpa = copy.deepcopy(manual)
+    sdpa.backend = "sdpa"
+    return manual, sdpa
+
+
+def _outputs_and_grads(attn: MultiHeadAttention, x: Tensor, mask: Tensor | None) -> list[Tensor]:
+    x = x.clone().requires_grad_(True)
+    out = attn(x, mask)
+    grads = torch.autograd.grad(out.square().sum(), [x, *attn.parameters()])
+    return [out, *grads]
+
+
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("with_padding", [False, True])
+def test_sdpa_backend_equals_the_manual_path(causal: bool, with_padding: bool) -> None:
+    """Outputs and every gradient, including destinations that see no source."""
+    manual, sdpa = _backends(causal)
+    mask = None
+    if with_padding:
+        mask = torch.ones(3, 6, dtype=torch.bool)
+        mask[1, :3] = False
+        mask[2, :] = False  # a sequence with nothing to attend to
+    x = _x(3, 6, 16)
+    for a, b in zip(
+        _outputs_and_grads(manual, x, mask), _outputs_and_grads(sdpa, x, mask), strict=True
+    ):
+        torch.testing.assert_close(a, b, atol=ATOL, rtol=RTOL)
+
+
+def test_sdpa_backend_with_a_kv_cache_equals_the_manual_path() -> None:
+    manual, sdpa = _backends()
+    x = _x(2, 7, 16)
+    outs = []
+    for attn in (manual, sdpa):
+        cache = KVCache(max_pos=7)
+        outs.append(torch.cat([attn(x[:, :4], kv_cache=cache), attn(x[:, 4:5], kv_cache=cache),
+                               attn(x[:, 5:], kv_cache=cache)], 1))  # fmt: skip
+    torch.testing.assert_close(outs[0], outs[1], atol=ATOL, rtol=RTOL)
+    torch.testing.assert_close(outs[0], manual(x), atol=ATOL, rtol=RTOL)
+
+
+def test_sdpa_backend_falls_back_while_the_pattern_is_hooked() -> None:
+    """SDPA never forms the pattern; with a hook on hook_pattern the manual path runs, so
+    the hook sees the pattern and the output is unchanged."""
+    manual, sdpa = _backends()
+    x = _x(2, 5, 16)
+    seen: list[Tensor] = []
+    handle = sdpa.hook_pattern.register_forward_hook(lambda m, i, out: seen.append(out))
+    torch.testing.assert_close(sdpa(x), manual(x), atol=ATOL, rtol=RTOL)
+    handle.remove()
+    assert len(seen) == 1
+    assert seen[0].shape == (2, 4, 5, 5)
+
+
+def test_unknown_backend_is_rejected() -> None:
+    with pytest.raises(ValueError, match=r"backend: expected one of \['manual', 'sdpa'\], got 'x'"):
+        MultiHeadAttention(8, 2, backend="x")
+    assert "backend='sdpa'" in repr(MultiHeadAttention(8, 2, backend="sdpa"))

@@ -81,16 +81,17 @@ def test_non_causal_last_piece_sees_every_position() -> None:
 
 
 def test_append_keeps_what_it_was_given_and_returns_all_positions() -> None:
+    """Layout [batch, head, pos, d_head]: appending concatenates along pos (dim 2)."""
     cache = KVCache(max_pos=5)
-    k1, v1 = torch.randn(2, 3, 4, 6), torch.randn(2, 3, 4, 6)
-    k2, v2 = torch.randn(2, 1, 4, 6), torch.randn(2, 1, 4, 6)
+    k1, v1 = torch.randn(2, 4, 3, 6), torch.randn(2, 4, 3, 6)
+    k2, v2 = torch.randn(2, 4, 1, 6), torch.randn(2, 4, 1, 6)
     keys, values = cache.append(k1, v1)
     assert torch.equal(keys, k1)
     assert torch.equal(values, v1)
     assert cache.length == 3
     keys, values = cache.append(k2, v2)
-    assert torch.equal(keys, torch.cat([k1, k2], 1))
-    assert torch.equal(values, torch.cat([v1, v2], 1))
+    assert torch.equal(keys, torch.cat([k1, k2], 2))
+    assert torch.equal(values, torch.cat([v1, v2], 2))
     assert cache.length == 4
     assert repr(cache) == "KVCache(max_pos=5, length=4)"
     cache.reset()
@@ -122,16 +123,16 @@ def test_a_full_cache_says_so() -> None:
 
 def test_a_different_batch_or_head_layout_is_rejected() -> None:
     cache = KVCache(max_pos=4)
-    cache.append(torch.randn(2, 1, 4, 6), torch.randn(2, 1, 4, 6))
+    cache.append(torch.randn(2, 4, 1, 6), torch.randn(2, 4, 1, 6))
     with pytest.raises(
-        ValueError, match=r"keys: expected .* batch, head, d_head = 2, 4, 6 .* got \(3, 1, 4, 6\)"
+        ValueError, match=r"keys: expected .* batch, head, d_head = 2, 4, 6 .* got \(3, 4, 1, 6\)"
     ):
-        cache.append(torch.randn(3, 1, 4, 6), torch.randn(3, 1, 4, 6))
+        cache.append(torch.randn(3, 4, 1, 6), torch.randn(3, 4, 1, 6))
     # Unequal shapes: the runtime checker catches them first; unchecked, the module does.
     with pytest.raises(jaxtyping.TypeCheckError, match="values"):
-        cache.append(torch.randn(2, 1, 4, 6), torch.randn(2, 1, 4, 5))
+        cache.append(torch.randn(2, 4, 1, 6), torch.randn(2, 4, 1, 5))
     with pytest.raises(ValueError, match=r"keys, values: expected equal shapes"):
-        inspect.unwrap(KVCache.append)(cache, torch.randn(2, 1, 4, 6), torch.randn(2, 1, 4, 5))
+        inspect.unwrap(KVCache.append)(cache, torch.randn(2, 4, 1, 6), torch.randn(2, 4, 1, 5))
 
 
 def test_attention_mask_must_cover_the_cached_positions() -> None:

@@ -10,6 +10,9 @@ from jaxtyping import Bool, Float
 from torch import Tensor, nn
 
 from tfs_attention.kv_cache import KVCache
+from tfs_attention.softmax_attention import softmax_attention
+
+BACKENDS = ("manual", "sdpa")
 
 
 class MultiHeadAttention(nn.Module):
@@ -47,6 +50,11 @@ class MultiHeadAttention(nn.Module):
         dropout: probability of dropping attention-pattern entries in training.
         init_std: standard deviation of the normal initialisation of the weights
             (GPT-2 uses 0.02); biases start at zero.
+        backend: ``"manual"`` (the default) computes the pattern as written above.
+            ``"sdpa"`` hands the softmax and the weighted sum to
+            ``torch.nn.functional.scaled_dot_product_attention`` (fused kernels, tested
+            equal); it never forms the pattern, so while a hook is attached to
+            ``hook_pattern`` the manual path runs instead.
 
     Shapes:
         x ``[batch, pos, d_model]``, attention_mask ``[batch, src]`` -> ``[batch, pos, d_model]``.
@@ -61,6 +69,7 @@ class MultiHeadAttention(nn.Module):
         *,
         dropout: float = 0.0,
         init_std: float = 0.02,
+        backend: str = "manual",
     ) -> None:
         super().__init__()
         for name, value in (("d_model", d_model), ("n_heads", n_heads)):
@@ -77,12 +86,15 @@ class MultiHeadAttention(nn.Module):
             raise ValueError(f"d_head: expected a positive int or None, got {d_head!r}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout: expected a probability in [0, 1), got {dropout!r}")
+        if backend not in BACKENDS:
+            raise ValueError(f"backend: expected one of {list(BACKENDS)}, got {backend!r}")
         self.d_model = d_model
         self.n_heads = n_heads
         self.d_head = d_head
         self.causal = causal
         self.dropout = dropout
         self.init_std = init_std
+        self.backend = backend
         self.W_Q = nn.Parameter(torch.empty(n_heads, d_model, d_head))
         self.W_K = nn.Parameter(torch.empty(n_heads, d_model, d_head))
         self.W_V = nn.Parameter(torch.empty(n_heads, d_model, d_head))
@@ -117,54 +129,117 @@ class MultiHeadAttention(nn.Module):
             raise ValueError(
                 f"x: expected shape [batch, pos, d_model={self.d_model}], got {tuple(x.shape)}"
             )
-        n_src = x.shape[1] + (kv_cache.length if kv_cache is not None else 0)
+        batch, pos, _ = x.shape
+        n_src = pos + (kv_cache.length if kv_cache is not None else 0)
         if attention_mask is not None and (
-            attention_mask.dtype != torch.bool or attention_mask.shape != (x.shape[0], n_src)
+            attention_mask.dtype != torch.bool or attention_mask.shape != (batch, n_src)
         ):
             raise ValueError(
-                f"attention_mask: expected a bool tensor of shape {(x.shape[0], n_src)} "
+                f"attention_mask: expected a bool tensor of shape {(batch, n_src)} "
                 f"[batch, src], got {attention_mask.dtype} {tuple(attention_mask.shape)}"
             )
-        q = self.hook_q(torch.einsum("bpd,hde->bphe", x, self.W_Q) + self.b_Q)
-        k = self.hook_k(torch.einsum("bpd,hde->bphe", x, self.W_K) + self.b_K)
-        v = self.hook_v(torch.einsum("bpd,hde->bphe", x, self.W_V) + self.b_V)
+        q, k, v = self._project_qkv(x)
+        # The hooks see [batch, pos, head, d_head]; the products below want head before pos.
+        q = self.hook_q(q).transpose(1, 2)
+        k = self.hook_k(k).transpose(1, 2)
+        v = self.hook_v(v).transpose(1, 2)
         if kv_cache is not None:
             k, v = kv_cache.append(k, v)
-        scores = torch.einsum("bqhe,bkhe->bhqk", q, k) / math.sqrt(self.d_head)
+        if self.backend == "sdpa" and not _has_hooks(self.hook_pattern):
+            z = self._attend_sdpa(q, k, v, attention_mask)
+        else:
+            z = self._attend(q, k, v, attention_mask)
+        z = self.hook_z(z.transpose(1, 2))  # [batch, pos, head, d_head]
+        # out = sum_h z_h W_O[h] + b_O, as one product over the concatenated heads.
+        out = torch.addmm(self.b_O, z.reshape(batch * pos, -1), self.W_O.reshape(-1, self.d_model))
+        return out.view(batch, pos, self.d_model)
 
-        allowed = self._allowed(scores.shape[-2], scores.shape[-1], x.device, attention_mask)
-        if allowed is not None:
-            scores = scores.masked_fill(~allowed, float("-inf"))
+    def _project_qkv(self, x: Float[Tensor, "batch pos d_model"]) -> tuple[Tensor, Tensor, Tensor]:
+        """``x W_Q[h] + b_Q[h]``, ``x W_K[h] + b_K[h]``, ``x W_V[h] + b_V[h]`` for every head,
+        each ``[batch, pos, head, d_head]``, from one matrix product: the per-head weights,
+        side by side, form one ``[d_model, 3 * head * d_head]`` matrix."""
+        batch, pos, _ = x.shape
+        weight = torch.cat([self.W_Q, self.W_K, self.W_V]).permute(1, 0, 2)
+        bias = torch.cat([self.b_Q, self.b_K, self.b_V]).reshape(-1)
+        qkv = torch.addmm(bias, x.reshape(batch * pos, -1), weight.reshape(self.d_model, -1))
+        q, k, v = qkv.view(batch, pos, 3, self.n_heads, self.d_head).unbind(2)
+        return q, k, v
+
+    def _attend(
+        self,
+        q: Float[Tensor, "batch head dest d_head"],
+        k: Float[Tensor, "batch head src d_head"],
+        v: Float[Tensor, "batch head src d_head"],
+        attention_mask: Tensor | None,
+    ) -> Float[Tensor, "batch head dest d_head"]:
+        """``z_h = softmax(q_h k_h^T / sqrt(d_head) + mask) v_h``, written out.
+
+        Step by step while the pattern is needed (a hook on ``hook_pattern``, or attention
+        dropout in training); otherwise by :func:`softmax_attention`, which computes the
+        same with a written-out backward pass.
+        """
+        q = q * (1.0 / math.sqrt(self.d_head))
+        dropping = self.training and self.dropout > 0
+        if not dropping and not _has_hooks(self.hook_pattern):
+            return softmax_attention(q, k, v, causal=self.causal, attention_mask=attention_mask)
+        scores = q @ k.transpose(-1, -2)
+        hidden = self._hidden(q.shape[-2], k.shape[-2], q.device, attention_mask)
+        if hidden is not None:
+            scores = scores.masked_fill_(hidden, float("-inf"))
         pattern = torch.softmax(scores, dim=-1)
-        if attention_mask is not None and allowed is not None:
+        if attention_mask is not None and hidden is not None:
             # Rows with no visible source are NaN after softmax; they attend to nothing.
-            pattern = pattern.masked_fill(~allowed, 0.0)
+            pattern = pattern.masked_fill(hidden, 0.0)
         pattern = F.dropout(self.hook_pattern(pattern), p=self.dropout, training=self.training)
+        return pattern @ v
 
-        z = self.hook_z(torch.einsum("bhqk,bkhe->bqhe", pattern, v))
-        return torch.einsum("bqhe,hed->bqd", z, self.W_O) + self.b_O
+    def _attend_sdpa(
+        self,
+        q: Float[Tensor, "batch head dest d_head"],
+        k: Float[Tensor, "batch head src d_head"],
+        v: Float[Tensor, "batch head src d_head"],
+        attention_mask: Tensor | None,
+    ) -> Float[Tensor, "batch head dest d_head"]:
+        """The same as :meth:`_attend`, by ``F.scaled_dot_product_attention`` (opt-in)."""
+        n_dest, n_src = q.shape[-2], k.shape[-2]
+        dropout = self.dropout if self.training else 0.0
+        if attention_mask is None and (not self.causal or n_dest == n_src):
+            return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=self.causal)
+        hidden = self._hidden(n_dest, n_src, q.device, attention_mask)
+        assert hidden is not None
+        z = F.scaled_dot_product_attention(q, k, v, attn_mask=~hidden, dropout_p=dropout)
+        # A destination with no visible source attends to nothing, as in _attend.
+        return z.masked_fill(hidden.all(dim=-1, keepdim=True), 0.0)
 
-    def _allowed(
+    def _hidden(
         self,
         n_dest: int,
         n_src: int,
         device: torch.device,
         attention_mask: Tensor | None,
     ) -> Tensor | None:
-        """Which (dest, src) pairs may attend, broadcastable to ``[batch, head, dest, src]``."""
-        allowed: Tensor | None = None
+        """Which (dest, src) pairs may not attend, broadcastable to ``[batch, head, dest, src]``.
+
+        Computed per call (``n_dest x n_src`` booleans), so no layer keeps an
+        ``n_ctx x n_ctx`` buffer.
+        """
+        hidden: Tensor | None = None
         if self.causal:
             # Destinations are the last n_dest positions of the n_src visible ones.
-            allowed = torch.ones(n_dest, n_src, dtype=torch.bool, device=device).tril(
-                diagonal=n_src - n_dest
+            hidden = torch.ones(n_dest, n_src, dtype=torch.bool, device=device).triu(
+                diagonal=n_src - n_dest + 1
             )
         if attention_mask is not None:
-            keep = attention_mask[:, None, None, :]
-            allowed = keep if allowed is None else allowed & keep
-        return allowed
+            padding = ~attention_mask[:, None, None, :]
+            hidden = padding if hidden is None else hidden | padding
+        return hidden
 
     def extra_repr(self) -> str:
         return (
             f"d_model={self.d_model}, n_heads={self.n_heads}, d_head={self.d_head}, "
-            f"causal={self.causal}"
+            f"causal={self.causal}, backend={self.backend!r}"
         )
+
+
+def _has_hooks(module: nn.Module) -> bool:
+    return bool(module._forward_hooks or module._forward_pre_hooks)

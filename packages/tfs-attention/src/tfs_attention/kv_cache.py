@@ -21,8 +21,9 @@ class KVCache:
 
     Args:
         max_pos: the most positions the cache holds (for a model, its ``n_ctx``). The
-            buffers ``[batch, max_pos, head, d_head]`` are allocated on the first
-            :meth:`append`, with the dtype and device of the keys given there.
+            buffers ``[batch, head, max_pos, d_head]`` (head before position, the layout
+            the attention products use) are allocated on the first :meth:`append`, with
+            the dtype and device of the keys given there.
 
     Example::
 
@@ -41,37 +42,37 @@ class KVCache:
 
     def append(
         self,
-        keys: Float[Tensor, "batch pos head d_head"],
-        values: Float[Tensor, "batch pos head d_head"],
-    ) -> tuple[Float[Tensor, "batch src head d_head"], Float[Tensor, "batch src head d_head"]]:
+        keys: Float[Tensor, "batch head pos d_head"],
+        values: Float[Tensor, "batch head pos d_head"],
+    ) -> tuple[Float[Tensor, "batch head src d_head"], Float[Tensor, "batch head src d_head"]]:
         """Store the keys and values of ``pos`` new positions; return those of all ``src``
         positions cached so far (views of the buffers, ``src = length`` after the append)."""
         if keys.shape != values.shape or keys.ndim != 4:
             raise ValueError(
-                "keys, values: expected equal shapes [batch, pos, head, d_head], got "
+                "keys, values: expected equal shapes [batch, head, pos, d_head], got "
                 f"{tuple(keys.shape)} and {tuple(values.shape)}"
             )
-        end = self.length + keys.shape[1]
+        end = self.length + keys.shape[2]
         if end > self.max_pos:
             raise ValueError(
                 f"kv_cache: holds at most max_pos={self.max_pos} positions, got "
-                f"{self.length} cached + {keys.shape[1]} new"
+                f"{self.length} cached + {keys.shape[2]} new"
             )
         if self._keys is None or self._values is None:
-            batch, _, n_heads, d_head = keys.shape
-            shape = (batch, self.max_pos, n_heads, d_head)
+            batch, n_heads, _, d_head = keys.shape
+            shape = (batch, n_heads, self.max_pos, d_head)
             self._keys = torch.empty(shape, dtype=keys.dtype, device=keys.device)
             self._values = torch.empty(shape, dtype=values.dtype, device=values.device)
-        elif (keys.shape[0], *keys.shape[2:]) != (self._keys.shape[0], *self._keys.shape[2:]):
+        elif (*keys.shape[:2], keys.shape[3]) != (*self._keys.shape[:2], self._keys.shape[3]):
             raise ValueError(
-                "keys: expected shape [batch, pos, head, d_head] with batch, head, d_head = "
-                f"{self._keys.shape[0]}, {self._keys.shape[2]}, {self._keys.shape[3]} as "
+                "keys: expected shape [batch, head, pos, d_head] with batch, head, d_head = "
+                f"{self._keys.shape[0]}, {self._keys.shape[1]}, {self._keys.shape[3]} as "
                 f"cached, got {tuple(keys.shape)}"
             )
-        self._keys[:, self.length : end] = keys
-        self._values[:, self.length : end] = values
+        self._keys[:, :, self.length : end] = keys
+        self._values[:, :, self.length : end] = values
         self.length = end
-        return self._keys[:, :end], self._values[:, :end]
+        return self._keys[:, :, :end], self._values[:, :, :end]
 
     def reset(self) -> None:
         """Forget every cached position (the buffers are kept for reuse)."""
