@@ -123,3 +123,24 @@ def test_activations_match_torch_on_random_tensors(
     x = torch.randn(*shape, generator=torch.Generator().manual_seed(seed)) * scale
     torch.testing.assert_close(gelu(x), _gelu_tanh(x), atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(relu(x), F.relu(x), atol=0.0, rtol=0.0)
+
+
+def test_gelu_written_out_derivative_passes_gradcheck() -> None:
+    """gelu's backward is written by hand (dy/dx = s (1 + u - u s)); float64 gradcheck
+    compares it with finite differences, over the range where the sigmoid bends."""
+    x = torch.linspace(-6.0, 6.0, 41, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(gelu, (x,))
+
+
+def test_gelu_keeps_only_its_input_for_backward() -> None:
+    x = torch.randn(4, 8, requires_grad=True)
+    saved: list[Tensor] = []
+
+    def pack(t: Tensor) -> Tensor:
+        saved.append(t)
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        gelu(x)
+    assert len(saved) == 1
+    assert saved[0] is x

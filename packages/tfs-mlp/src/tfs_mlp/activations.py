@@ -9,16 +9,50 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+# 0.5 (1 + tanh(u)) = sigmoid(2u), so GELU's tanh form is x * sigmoid(x (A + B x^2)) with
+# 2u = x (A + B x^2): A = 2 sqrt(2/pi), B = 0.044715 A. Sigmoid is several times faster than
+# tanh on CPU, and the product needs fewer passes over the tensor.
+_A = 2.0 * math.sqrt(2.0 / math.pi)
+_B = 0.044715 * _A
+
+
+def _gate(x: Tensor) -> Tensor:
+    """``sigmoid(x (A + B x^2))``, computed in place on one new tensor."""
+    return x.square().mul_(_B).add_(_A).mul_(x).sigmoid_()
+
+
+class _Gelu(torch.autograd.Function):
+    """GELU with its derivative written out, so that backward needs only ``x``:
+
+    ``y = x s`` with ``s = sigmoid(x (A + B x^2))``, and
+    ``dy/dx = s + x s (1 - s) (A + 3 B x^2) = s (1 + u - u s)`` with
+    ``u = x (A + 3 B x^2)``.
+    """
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, x: Tensor) -> Tensor:
+        ctx.save_for_backward(x)
+        return _gate(x).mul_(x)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: Tensor) -> Tensor:
+        x: Tensor = ctx.saved_tensors[0]  # type: ignore[attr-defined]
+        s = _gate(x)
+        slope = x.square().mul_(3.0 * _B).add_(_A).mul_(x)  # u
+        return slope.addcmul_(slope, s, value=-1.0).add_(1.0).mul_(s).mul_(grad)
 
 
 def gelu(x: Float[Tensor, "*shape"]) -> Float[Tensor, "*shape"]:
     """GELU, tanh approximation: ``0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))``.
 
     Hendrycks and Gimpel (2016), "Gaussian Error Linear Units", section 2; this is the
-    form GPT-2 uses (transformers calls it "gelu_new").
+    form GPT-2 uses (transformers calls it "gelu_new"). Computed as the equal
+    ``x sigmoid(2 sqrt(2/pi) (x + 0.044715 x^3))`` with a written-out derivative, which
+    keeps only ``x`` for the backward pass (see ``_Gelu``).
     """
-    return 0.5 * x * (1.0 + torch.tanh(_SQRT_2_OVER_PI * (x + 0.044715 * x.pow(3))))
+    y: Tensor = _Gelu.apply(x)  # type: ignore[no-untyped-call]
+    return y
 
 
 def relu(x: Float[Tensor, "*shape"]) -> Float[Tensor, "*shape"]:

@@ -73,9 +73,11 @@ class MLP(nn.Module):
             raise ValueError(
                 f"x: expected shape [batch, pos, d_model={self.d_model}], got {tuple(x.shape)}"
             )
-        pre = self.hook_pre(x @ self.W_in + self.b_in)
+        rows = x.reshape(-1, self.d_model)  # every position is transformed alike
+        pre = self.hook_pre(torch.addmm(self.b_in, rows, self.W_in).view(*x.shape[:-1], -1))
         post: Tensor = self.hook_post(self.act(pre))
-        return post @ self.W_out + self.b_out
+        out = torch.addmm(self.b_out, post.reshape(-1, self.d_mlp), self.W_out)
+        return out.view(x.shape)
 
     def extra_repr(self) -> str:
         return f"d_model={self.d_model}, d_mlp={self.d_mlp}, activation={self.activation!r}"
