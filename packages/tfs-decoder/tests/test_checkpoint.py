@@ -666,6 +666,8 @@ def test_load_model_lists_missing_unexpected_and_wrong_shape(tmp_path: Path) -> 
 
 def test_check_config_matches() -> None:
     check_config_matches(TINY, dataclasses.replace(TINY))
+    # The backend computes the same function of the same weights: switching is allowed.
+    check_config_matches(TINY, dataclasses.replace(TINY, attention_backend="sdpa"))
     requested = dataclasses.replace(TINY, n_layers=4, dropout=0.1)
     with pytest.raises(CheckpointError) as info:
         check_config_matches(TINY, requested)

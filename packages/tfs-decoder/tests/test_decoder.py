@@ -490,3 +490,23 @@ def test_make_mlp_and_make_attn_build_every_block() -> None:
         assert abs(block.mlp.W_out.std().item() / expected - 1) < STD_RTOL
         assert abs(block.mlp.W_up.std().item() / INIT.init_std - 1) < STD_RTOL
     assert model(tokens_for(INIT, 2, 5)).shape == (2, 5, INIT.d_vocab)
+
+
+def test_sdpa_attention_backend_gives_the_same_logits_and_gradients() -> None:
+    manual = build(SMALL)
+    randomise_(manual, 2)
+    sdpa = Decoder(dataclasses.replace(SMALL, attention_backend="sdpa"))
+    sdpa.load_state_dict(manual.state_dict())
+    assert all(getattr(block.attn, "backend", None) == "sdpa" for block in sdpa.blocks)
+    tokens = tokens_for(SMALL, 3, 12)
+    for model in (manual, sdpa):
+        torch.autograd.backward(next_token_loss(model(tokens), tokens))
+    torch.testing.assert_close(sdpa(tokens), manual(tokens), atol=1e-5, rtol=1e-5)
+    for (name, a), b in zip(manual.named_parameters(), sdpa.parameters(), strict=True):
+        assert a.grad is not None, name
+        assert b.grad is not None, name
+        torch.testing.assert_close(b.grad, a.grad, atol=1e-5, rtol=1e-5, msg=name)
+    with pytest.raises(
+        ValueError, match=r"attention_backend: expected one of \('manual', 'sdpa'\)"
+    ):
+        dataclasses.replace(SMALL, attention_backend="flash")

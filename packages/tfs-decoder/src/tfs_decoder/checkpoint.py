@@ -464,12 +464,14 @@ def check_state_matches(
 
 def check_config_matches(saved: DecoderConfig, requested: DecoderConfig) -> None:
     """Raise :class:`CheckpointError` listing each field where the checkpoint's model config
-    differs from the one the flags ask for (``--resume`` with different sizes)."""
+    differs from the one the flags ask for (``--resume`` with different sizes). The
+    attention backend may change: both compute the same function of the same weights."""
     differences = [
         f"{field.name}: checkpoint has {getattr(saved, field.name)!r}, "
         f"flags ask for {getattr(requested, field.name)!r}"
         for field in dataclasses.fields(DecoderConfig)
-        if getattr(saved, field.name) != getattr(requested, field.name)
+        if field.name != "attention_backend"
+        and getattr(saved, field.name) != getattr(requested, field.name)
     ]
     if differences:
         raise CheckpointError(

@@ -27,6 +27,7 @@ from typing import Any, NoReturn
 
 import torch
 
+from tfs_attention.attention import BACKENDS
 from tfs_decoder import train as training
 from tfs_decoder.attention_plot import attention_patterns, plot_attention
 from tfs_decoder.batches import eval_windows, split_ids
@@ -155,6 +156,8 @@ _TRAIN_FLAGS: list[tuple[str, dict[str, Any]]] = [
      "else MPS, else CPU")),
     ("dtype", dict(choices=list(DTYPES), help="auto: bf16 autocast on CUDA where supported, "
      "else fp32; fp32/float32: full precision; bf16/bfloat16: bfloat16 autocast")),
+    ("attention_backend", dict(choices=list(BACKENDS), help="manual: attention from scratch; "
+     "sdpa: torch's fused scaled_dot_product_attention (often faster on GPUs)")),
     ("compile", dict(action=argparse.BooleanOptionalAction, help="torch.compile the model "
      "(--no-compile turns off a preset's compile)")),
     ("resume", dict(action="store_true", help="continue the latest checkpoint in --out; "

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tfs_attention.attention import BACKENDS
+
 ACTIVATIONS = ("gelu", "relu")
 POSITIONAL = ("learned", "sinusoidal")
 
@@ -28,6 +30,8 @@ class DecoderConfig:
         dropout: dropout probability on embeddings, attention patterns and sublayer outputs.
         init_std: standard deviation of the normal initialisation; the weights that write
             the residual stream (``W_O``, ``W_out``) get ``init_std / sqrt(2 * n_layers)``.
+        attention_backend: ``"manual"`` (from scratch, the default) or ``"sdpa"`` (torch's
+            fused ``scaled_dot_product_attention``; see ``tfs_attention.MultiHeadAttention``).
     """
 
     d_vocab: int = 50257
@@ -42,6 +46,7 @@ class DecoderConfig:
     ln_eps: float = 1e-5
     dropout: float = 0.0
     init_std: float = 0.02
+    attention_backend: str = "manual"
 
     def __post_init__(self) -> None:
         for name in ("d_vocab", "d_model", "n_heads", "d_head", "d_mlp", "n_layers", "n_ctx"):
@@ -56,5 +61,9 @@ class DecoderConfig:
             raise ValueError(f"ln_eps: expected a positive float, got {self.ln_eps!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout: expected a probability in [0, 1), got {self.dropout!r}")
+        if self.attention_backend not in BACKENDS:
+            raise ValueError(
+                f"attention_backend: expected one of {BACKENDS}, got {self.attention_backend!r}"
+            )
         if not self.init_std > 0:
             raise ValueError(f"init_std: expected a positive float, got {self.init_std!r}")

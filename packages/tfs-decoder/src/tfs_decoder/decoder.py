@@ -220,7 +220,12 @@ class Decoder(nn.Module):
 
 def _default_attn(c: DecoderConfig) -> nn.Module:
     return MultiHeadAttention(
-        c.d_model, c.n_heads, c.d_head, dropout=c.dropout, init_std=c.init_std
+        c.d_model,
+        c.n_heads,
+        c.d_head,
+        dropout=c.dropout,
+        init_std=c.init_std,
+        backend=c.attention_backend,
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from jaxtyping import Float
 from torch import Tensor, nn
+from torch.autograd.function import FunctionCtx, once_differentiable
 
 
 class LayerNorm(nn.Module):
@@ -44,12 +45,47 @@ class LayerNorm(nn.Module):
             raise ValueError(
                 f"x: expected last dimension d_model={self.d_model}, got {tuple(x.shape)}"
             )
-        centred = x - x.mean(dim=-1, keepdim=True)
-        variance = centred.pow(2).mean(dim=-1, keepdim=True)
-        normalized: Tensor = self.hook_normalized(
-            centred * torch.rsqrt(variance + self.eps) * self.w + self.b
-        )
+        y: Tensor = _LayerNorm.apply(x, self.w, self.b, self.eps)  # type: ignore[no-untyped-call]
+        normalized: Tensor = self.hook_normalized(y)
         return normalized
 
     def extra_repr(self) -> str:
         return f"d_model={self.d_model}, eps={self.eps}"
+
+
+class _LayerNorm(torch.autograd.Function):
+    """The forward above and its gradient, written out (per row, ``n = d_model``)::
+
+        xhat = (x - mean(x)) * rstd,   rstd = 1 / sqrt(var(x) + eps),   y = xhat * w + b
+        dL/db = sum_rows g,   dL/dw = sum_rows g * xhat,   with g = dL/dy
+        dL/dx = rstd * (gw - mean(gw) - xhat * mean(gw * xhat)),   gw = g * w
+
+    Only ``xhat`` and ``rstd`` are kept for backward. The per-row means are products with
+    ``w`` (``mean(gw) = g . w / n``, ``mean(gw * xhat) = (g * xhat) . w / n``) and the rest
+    works in place: fewer passes over the residual stream than the same formula left to
+    autograd, which would also keep the centred input and the variance.
+    """
+
+    @staticmethod
+    def forward(ctx: FunctionCtx, x: Tensor, w: Tensor, b: Tensor, eps: float) -> Tensor:
+        xhat = x - x.mean(dim=-1, keepdim=True)
+        # var = |x - mean|^2 / n; the norm reads the row once and writes nothing.
+        norm = torch.linalg.vector_norm(xhat, dim=-1, keepdim=True)
+        rstd = norm.square_().div_(x.shape[-1]).add_(eps).rsqrt_()
+        xhat.mul_(rstd)
+        ctx.save_for_backward(xhat, rstd, w)
+        return torch.addcmul(b, xhat, w)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: FunctionCtx, grad: Tensor) -> tuple[Tensor, Tensor, Tensor, None]:
+        xhat, rstd, w = ctx.saved_tensors  # type: ignore[attr-defined]
+        rows = tuple(range(grad.ndim - 1))
+        grad_xhat = grad * xhat
+        grad_w = grad_xhat.sum(dim=rows)
+        grad_b = grad.sum(dim=rows)
+        n = w.shape[0]
+        mean_gw = (grad @ w).unsqueeze(-1) / n
+        mean_gw_xhat = (grad_xhat @ w).unsqueeze(-1) / n
+        grad_x = (grad * w).sub_(mean_gw).addcmul_(xhat, mean_gw_xhat, value=-1.0).mul_(rstd)
+        return grad_x, grad_w, grad_b, None

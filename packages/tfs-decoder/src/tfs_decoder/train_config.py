@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
+from tfs_attention.attention import BACKENDS
 from tfs_decoder.config import DecoderConfig
 from tfs_decoder.errors import TfsError
 
@@ -55,6 +56,8 @@ class TrainConfig:
         dtype: ``"auto"`` (bf16 autocast on CUDA where supported, else float32),
             ``"float32"``/``"fp32"`` or ``"bfloat16"``/``"bf16"`` (autocast).
         compile: wrap the model in ``torch.compile`` for training.
+        attention_backend: ``"manual"`` (from scratch) or ``"sdpa"`` (torch's fused
+            attention kernels; see :class:`~tfs_decoder.DecoderConfig`).
         resume: continue from the latest checkpoint in ``out``.
         val_fraction: the share of the token stream, from its end, kept for validation.
         grad_clip: clip the gradient's global norm to this; ``0`` disables clipping.
@@ -87,6 +90,7 @@ class TrainConfig:
     device: str = "auto"
     dtype: str = "auto"
     compile: bool = False
+    attention_backend: str = "manual"
     resume: bool = False
     val_fraction: float = 0.1
     grad_clip: float = 1.0
@@ -139,6 +143,10 @@ class TrainConfig:
             raise ConfigError(f"--tokenizer: expected one of {TOKENIZERS}, got {self.tokenizer!r}")
         if not (self.device in DEVICES or self.device.startswith("cuda:")):
             raise ConfigError(f"--device: expected one of {DEVICES}, got {self.device!r}")
+        if self.attention_backend not in BACKENDS:
+            raise ConfigError(
+                f"--attention-backend: expected one of {BACKENDS}, got {self.attention_backend!r}"
+            )
         if self.dtype not in DTYPES:
             raise ConfigError(f"--dtype: expected one of {tuple(DTYPES)}, got {self.dtype!r}")
         if not isinstance(self.sample_prompt, str):
@@ -155,6 +163,7 @@ class TrainConfig:
             n_layers=self.n_layers,
             n_ctx=self.n_ctx,
             dropout=self.dropout,
+            attention_backend=self.attention_backend,
         )
 
 
