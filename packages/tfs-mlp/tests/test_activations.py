@@ -7,12 +7,14 @@ Tolerances (float32): values atol 1e-6, rtol 1e-6 (the largest difference measur
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import Tensor
 
+import tfs_mlp.activations as activations
 from tfs_mlp import ACTIVATIONS, gelu, relu
 
 VALUE_ATOL, VALUE_RTOL = 1e-6, 1e-6
@@ -144,3 +146,13 @@ def test_gelu_keeps_only_its_input_for_backward() -> None:
         gelu(x)
     assert len(saved) == 1
     assert saved[0] is x
+
+
+def test_gelu_backward_in_chunks_equals_one_piece(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a CPU the backward runs over chunks of the flattened tensor; chunks that do not
+    divide it (7 elements) give the same gradient as torch's GELU."""
+    x = torch.randn(3, 5, 4, requires_grad=True)
+    (expected,) = torch.autograd.grad(_gelu_tanh(x).sum(), x)
+    monkeypatch.setattr(activations, "_CPU_CHUNK", 7)
+    (got,) = torch.autograd.grad(gelu(x).sum(), x)
+    torch.testing.assert_close(got, expected, atol=GRAD_ATOL, rtol=GRAD_RTOL)

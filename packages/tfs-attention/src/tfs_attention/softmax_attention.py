@@ -30,19 +30,19 @@ def _blocks(n_dest: int, n_src: int, causal: bool) -> list[tuple[int, int, int]]
 
 
 def _block_pattern(
-    q: Tensor, k: Tensor, start: int, stop: int, end: int, causal: bool, keep: Tensor | None
+    q: Tensor, k: Tensor, start: int, stop: int, end: int, causal: bool, padding: Tensor | None
 ) -> Tensor:
     """``softmax(q[start:stop] k[:end]^T)`` with hidden sources at ``-inf``; a destination
-    that sees no source at all gets a row of zeros."""
-    scores = q[:, :, start:stop] @ k[:, :, :end].transpose(-1, -2)
+    that sees no source at all gets a row of zeros. Tensors are ``[batch * head, pos, d]``."""
+    scores = torch.bmm(q[:, start:stop], k[:, :end].transpose(1, 2))
     if causal:
         # Only the last (stop - start) sources lie after some destination of the block.
         width = stop - start
         future = torch.ones(width, width, dtype=torch.bool, device=q.device).triu(1)
-        scores[..., end - width :].masked_fill_(future, float("-inf"))
-    if keep is None:
+        scores[:, :, end - width :].masked_fill_(future, float("-inf"))
+    if padding is None:
         return torch.softmax(scores, dim=-1)
-    scores.masked_fill_(~keep[:, None, None, :end], float("-inf"))
+    scores.masked_fill_(padding[:, :, :end], float("-inf"))
     return torch.softmax(scores, dim=-1).nan_to_num_(0.0)  # all hidden: 0/0
 
 
@@ -70,35 +70,44 @@ class _SoftmaxAttention(torch.autograd.Function):
     def forward(
         ctx: FunctionCtx, q: Tensor, k: Tensor, v: Tensor, causal: bool, keep: Tensor | None
     ) -> Tensor:
-        k, v = k.contiguous(), v.contiguous()
-        z = q.new_empty(*q.shape[:-1], v.shape[-1])
-        for start, stop, end in _blocks(q.shape[2], k.shape[2], causal):
-            pattern = _block_pattern(q, k, start, stop, end, causal, keep)
-            z[:, :, start:stop] = pattern @ v[:, :, :end]
-        ctx.causal, ctx.keep = causal, keep  # type: ignore[attr-defined]
-        ctx.save_for_backward(q, k, v, z)
-        return z
+        batch, n_heads, n_dest, _ = q.shape
+        # Every product is a plain bmm over [batch * head, pos, d_head].
+        q3, k3, v3 = (t.reshape(batch * n_heads, t.shape[2], t.shape[3]) for t in (q, k, v))
+        padding = None if keep is None else (~keep).repeat_interleave(n_heads, 0)[:, None, :]
+        # z is laid out [batch, dest, head, d_head]: the caller concatenates the heads per
+        # position, which is then a view, not a copy.
+        z = q.new_empty(batch, n_dest, n_heads, v.shape[-1])
+        for start, stop, end in _blocks(n_dest, k.shape[2], causal):
+            pattern = _block_pattern(q3, k3, start, stop, end, causal, padding)
+            block = torch.bmm(pattern, v3[:, :end])
+            z[:, start:stop] = block.view(batch, n_heads, stop - start, -1).transpose(1, 2)
+        ctx.causal, ctx.padding = causal, padding  # type: ignore[attr-defined]
+        ctx.save_for_backward(q3, k3, v3, z)
+        return z.transpose(1, 2)
 
     @staticmethod
     @once_differentiable
     def backward(ctx: FunctionCtx, grad_z: Tensor) -> tuple[Tensor, Tensor, Tensor, None, None]:
-        q, k, v, z = ctx.saved_tensors  # type: ignore[attr-defined]
+        q3, k3, v3, z = ctx.saved_tensors  # type: ignore[attr-defined]
         causal: bool = ctx.causal  # type: ignore[attr-defined]
-        keep: Tensor | None = ctx.keep  # type: ignore[attr-defined]
-        grad_z = grad_z.contiguous()
-        row_sums = (grad_z * z).sum(dim=-1, keepdim=True)
-        grad_q = torch.empty_like(q)
-        grad_k = torch.zeros_like(k)
-        grad_v = torch.zeros_like(v)
-        for start, stop, end in _blocks(q.shape[2], k.shape[2], causal):
-            pattern = _block_pattern(q, k, start, stop, end, causal, keep)
-            grad_block = grad_z[:, :, start:stop]
-            grad_v[:, :, :end] += pattern.transpose(-1, -2) @ grad_block
-            grad_scores = grad_block @ v[:, :, :end].transpose(-1, -2)
-            grad_scores.sub_(row_sums[:, :, start:stop]).mul_(pattern)
-            grad_q[:, :, start:stop] = grad_scores @ k[:, :, :end]
-            grad_k[:, :, :end] += grad_scores.transpose(-1, -2) @ q[:, :, start:stop]
-        return grad_q, grad_k, grad_v, None, None
+        padding: Tensor | None = ctx.padding  # type: ignore[attr-defined]
+        batch, n_heads, n_dest, d_head = grad_z.shape
+        row_sums = (grad_z * z.transpose(1, 2)).sum(dim=-1, keepdim=True)
+        grad_z3 = grad_z.reshape(batch * n_heads, n_dest, d_head)
+        row_sums = row_sums.reshape(batch * n_heads, n_dest, 1)
+        grad_q = torch.empty_like(q3)
+        grad_k = torch.zeros_like(k3)
+        grad_v = torch.zeros_like(v3)
+        for start, stop, end in _blocks(n_dest, k3.shape[1], causal):
+            pattern = _block_pattern(q3, k3, start, stop, end, causal, padding)
+            grad_block = grad_z3[:, start:stop]
+            grad_v[:, :end] += torch.bmm(pattern.transpose(1, 2), grad_block)
+            grad_scores = torch.bmm(grad_block, v3[:, :end].transpose(1, 2))
+            grad_scores.sub_(row_sums[:, start:stop]).mul_(pattern)
+            grad_q[:, start:stop] = torch.bmm(grad_scores, k3[:, :end])
+            grad_k[:, :end] += torch.bmm(grad_scores.transpose(1, 2), q3[:, start:stop])
+        shape = (batch, n_heads, -1, d_head)
+        return grad_q.view(shape), grad_k.view(shape), grad_v.view(shape), None, None
 
 
 def softmax_attention(
