@@ -10,6 +10,7 @@ from jaxtyping import Bool, Float
 from torch import Tensor, nn
 
 from tfs_attention.kv_cache import KVCache
+from tfs_attention.qkv_projection import qkv_projection
 from tfs_attention.softmax_attention import softmax_attention
 
 BACKENDS = ("manual", "sdpa")
@@ -138,7 +139,9 @@ class MultiHeadAttention(nn.Module):
                 f"attention_mask: expected a bool tensor of shape {(batch, n_src)} "
                 f"[batch, src], got {attention_mask.dtype} {tuple(attention_mask.shape)}"
             )
-        q, k, v = self._project_qkv(x)
+        rows = x.reshape(batch * pos, self.d_model)
+        qkv = qkv_projection(rows, self.W_Q, self.W_K, self.W_V, self.b_Q, self.b_K, self.b_V)
+        q, k, v = qkv.view(batch, pos, 3, self.n_heads, self.d_head).unbind(2)
         # The hooks see [batch, pos, head, d_head]; the products below want head before pos.
         q = self.hook_q(q).transpose(1, 2)
         k = self.hook_k(k).transpose(1, 2)
@@ -153,17 +156,6 @@ class MultiHeadAttention(nn.Module):
         # out = sum_h z_h W_O[h] + b_O, as one product over the concatenated heads.
         out = torch.addmm(self.b_O, z.reshape(batch * pos, -1), self.W_O.reshape(-1, self.d_model))
         return out.view(batch, pos, self.d_model)
-
-    def _project_qkv(self, x: Float[Tensor, "batch pos d_model"]) -> tuple[Tensor, Tensor, Tensor]:
-        """``x W_Q[h] + b_Q[h]``, ``x W_K[h] + b_K[h]``, ``x W_V[h] + b_V[h]`` for every head,
-        each ``[batch, pos, head, d_head]``, from one matrix product: the per-head weights,
-        side by side, form one ``[d_model, 3 * head * d_head]`` matrix."""
-        batch, pos, _ = x.shape
-        weight = torch.cat([self.W_Q, self.W_K, self.W_V]).permute(1, 0, 2)
-        bias = torch.cat([self.b_Q, self.b_K, self.b_V]).reshape(-1)
-        qkv = torch.addmm(bias, x.reshape(batch * pos, -1), weight.reshape(self.d_model, -1))
-        q, k, v = qkv.view(batch, pos, 3, self.n_heads, self.d_head).unbind(2)
-        return q, k, v
 
     def _attend(
         self,

@@ -1,0 +1,67 @@
+"""Queries, keys and values of every head from one matrix product."""
+
+from __future__ import annotations
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+from torch.autograd.function import FunctionCtx, once_differentiable
+
+
+def _side_by_side(W_Q: Tensor, W_K: Tensor, W_V: Tensor) -> Tensor:
+    """``[head, d_model, d_head]`` x 3 -> ``[d_model, 3 * head * d_head]``: column block
+    ``(i, h)`` is head ``h`` of ``W_Q``, ``W_K``, ``W_V`` for ``i = 0, 1, 2``."""
+    d_model = W_Q.shape[1]
+    return torch.stack([W_Q, W_K, W_V]).permute(2, 0, 1, 3).reshape(d_model, -1)
+
+
+class _QKVProjection(torch.autograd.Function):
+    """``x [W_Q | W_K | W_V] + [b_Q | b_K | b_V]``, one ``addmm`` instead of one per head.
+
+    Backward (``g = dL/d(qkv)``): ``dx = g W^T``, ``dW = x^T g``, ``db = sum_rows g``, with
+    ``dW`` and ``db`` split back into the per-head parameters. Only ``x`` and the three
+    parameters are kept; the side-by-side matrix is rebuilt in backward rather than kept
+    as one more ``[d_model, 3 * head * d_head]`` tensor per layer.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: FunctionCtx,
+        x: Tensor,
+        W_Q: Tensor,
+        W_K: Tensor,
+        W_V: Tensor,
+        b_Q: Tensor,
+        b_K: Tensor,
+        b_V: Tensor,
+    ) -> Tensor:
+        ctx.save_for_backward(x, W_Q, W_K, W_V)
+        bias = torch.stack([b_Q, b_K, b_V]).reshape(-1)
+        return torch.addmm(bias, x, _side_by_side(W_Q, W_K, W_V))
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: FunctionCtx, grad: Tensor) -> tuple[Tensor, ...]:
+        x, W_Q, W_K, W_V = ctx.saved_tensors  # type: ignore[attr-defined]
+        n_heads, d_model, d_head = W_Q.shape
+        grad_x = grad @ _side_by_side(W_Q, W_K, W_V).T
+        # [d_model, 3, head, d_head] -> [3, head, d_model, d_head]
+        grad_w = (x.T @ grad).view(d_model, 3, n_heads, d_head).permute(1, 2, 0, 3)
+        grad_b = grad.sum(dim=0).view(3, n_heads, d_head)
+        return grad_x, *grad_w.unbind(0), *grad_b.unbind(0)
+
+
+def qkv_projection(
+    x: Float[Tensor, "rows d_model"],
+    W_Q: Float[Tensor, "head d_model d_head"],
+    W_K: Float[Tensor, "head d_model d_head"],
+    W_V: Float[Tensor, "head d_model d_head"],
+    b_Q: Float[Tensor, "head d_head"],
+    b_K: Float[Tensor, "head d_head"],
+    b_V: Float[Tensor, "head d_head"],
+) -> Float[Tensor, "rows 3 head d_head"]:
+    """``x W_Q[h] + b_Q[h]``, ``x W_K[h] + b_K[h]``, ``x W_V[h] + b_V[h]`` for every head
+    ``h``, stacked as ``[rows, 3, head, d_head]``, from one matrix product."""
+    n_heads, _, d_head = W_Q.shape
+    qkv: Tensor = _QKVProjection.apply(x, W_Q, W_K, W_V, b_Q, b_K, b_V)  # type: ignore[no-untyped-call]
+    return qkv.view(x.shape[0], 3, n_heads, d_head)
