@@ -81,11 +81,12 @@ class _LayerNorm(torch.autograd.Function):
     def backward(ctx: FunctionCtx, grad: Tensor) -> tuple[Tensor, Tensor, Tensor, None]:
         xhat, rstd, w = ctx.saved_tensors  # type: ignore[attr-defined]
         rows = tuple(range(grad.ndim - 1))
-        grad_xhat = grad * xhat
-        grad_w = grad_xhat.sum(dim=rows)
-        grad_b = grad.sum(dim=rows)
         n = w.shape[0]
+        buffer = grad * xhat  # becomes dL/dx below: one new tensor in all
+        grad_w = buffer.sum(dim=rows)
+        grad_b = grad.sum(dim=rows)
+        mean_gw_xhat = (buffer @ w).unsqueeze(-1) / n
         mean_gw = (grad @ w).unsqueeze(-1) / n
-        mean_gw_xhat = (grad_xhat @ w).unsqueeze(-1) / n
-        grad_x = (grad * w).sub_(mean_gw).addcmul_(xhat, mean_gw_xhat, value=-1.0).mul_(rstd)
+        grad_x = torch.mul(grad, w, out=buffer)
+        grad_x.sub_(mean_gw).addcmul_(xhat, mean_gw_xhat, value=-1.0).mul_(rstd)
         return grad_x, grad_w, grad_b, None
