@@ -1,6 +1,6 @@
 """Sessions: tests-<package>, typecheck-<package> (one virtualenv each), tests-examples and
 typecheck-examples (the examples/ folder, all four packages installed), tests, typecheck, lint,
-train (the no-argument main job).
+train (the no-argument main job), and bench (the speed benchmark; never run by default).
 
 Each package is tested in a virtualenv that holds only that package, its declared
 dependencies (siblings installed from this checkout) and its dependency groups, so a
@@ -88,3 +88,13 @@ def train(session: nox.Session) -> None:
     """The main job as a newcomer runs it: `tfs train` with no arguments, in a fresh venv."""
     _install(session, "tfs-decoder")
     session.run("tfs", "train", *session.posargs)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """benchmarks/bench.py: tfs, a reference decoder and transformers' GPT-2 timed side by
+    side (see benchmarks/README.md). Arguments after `--` go to the script, for example
+    `nox -s bench -- --shape cpu-small --quick`."""
+    _install(session, "tfs-decoder")
+    session.install("transformers")  # the version pinned in constraints.txt
+    session.run("python", "benchmarks/bench.py", *session.posargs)
