@@ -106,8 +106,10 @@ class _SoftmaxAttention(torch.autograd.Function):
             grad_scores.sub_(row_sums[:, start:stop]).mul_(pattern)
             grad_q[:, start:stop] = torch.bmm(grad_scores, k3[:, :end])
             grad_k[:, :end] += torch.bmm(grad_scores.transpose(1, 2), q3[:, start:stop])
-        shape = (batch, n_heads, -1, d_head)
-        return grad_q.view(shape), grad_k.view(shape), grad_v.view(shape), None, None
+        grad_q, grad_k, grad_v = (
+            t.view(batch, n_heads, *t.shape[1:]) for t in (grad_q, grad_k, grad_v)
+        )
+        return grad_q, grad_k, grad_v, None, None
 
 
 def softmax_attention(
