@@ -17,7 +17,7 @@ BACKENDS = ("manual", "sdpa")
 
 
 class MultiHeadAttention(nn.Module):
-    r"""Multi-head self-attention with per-head weights, written from einsum and softmax.
+    r"""Multi-head self-attention with per-head weights, written from matrix products and softmax.
 
     For each head ``h``, with ``x`` the residual stream (Vaswani et al. 2017, "Attention Is
     All You Need", 3.2.1-3.2.2; Elhage et al. 2021, "A Mathematical Framework for
