@@ -1,6 +1,9 @@
 """Sessions: tests-<package>, typecheck-<package> (one virtualenv each), tests-examples and
-typecheck-examples (the examples/ folder, all four packages installed), tests, typecheck, lint,
-train (the no-argument main job), and bench (the speed benchmark; never run by default).
+typecheck-examples (the examples/ folder, all four packages installed), tests-scripts and
+typecheck-scripts (the release scripts), tests, typecheck, lint, train (the no-argument
+main job), bench (the speed benchmark), and dist and smoke (build and check the release
+files, then test them installed; `nox -s dist smoke`). bench, dist and smoke never run by
+default.
 
 Each package is tested in a virtualenv that holds only that package, its declared
 dependencies (siblings installed from this checkout) and its dependency groups, so a
@@ -10,12 +13,17 @@ missing dependency in one package's metadata fails that package's session.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from email.parser import Parser
 from pathlib import Path
+from zipfile import ZipFile
 
 import nox
 
 ROOT = Path(__file__).parent
 CONSTRAINTS = ROOT / "constraints.txt"
+DIST = ROOT / "dist"
 PACKAGES = ["tfs-embeddings", "tfs-attention", "tfs-mlp", "tfs-decoder"]
 # Sibling packages each one depends on; installed from the checkout, never from an index.
 SIBLINGS = {
@@ -50,7 +58,11 @@ def _install(session: nox.Session, package: str, *groups: str) -> None:
 
 
 def _define(
-    kind: str, groups: tuple[str, ...], command: list[str], examples_command: list[str]
+    kind: str,
+    groups: tuple[str, ...],
+    command: list[str],
+    examples_command: list[str],
+    extra: tuple[str, ...] = (),
 ) -> None:
     for package in PACKAGES:
 
@@ -68,12 +80,18 @@ def _define(
 
     @nox.session(name=kind, venv_backend="none")
     def umbrella(session: nox.Session) -> None:
-        for name in [*PACKAGES, "examples"]:
+        for name in [*PACKAGES, "examples", *extra]:
             session.notify(f"{kind}-{name}")
 
 
-_define("tests", ("test",), ["pytest", "{where}/tests"], ["pytest", "examples"])
-_define("typecheck", ("typecheck",), ["mypy", "{where}/src", "{where}/tests"], ["mypy", "examples"])
+_define("tests", ("test",), ["pytest", "{where}/tests"], ["pytest", "examples"], extra=("scripts",))
+_define(
+    "typecheck",
+    ("typecheck",),
+    ["mypy", "{where}/src", "{where}/tests"],
+    ["mypy", "examples"],
+    extra=("scripts",),
+)
 
 
 @nox.session
@@ -98,3 +116,82 @@ def bench(session: nox.Session) -> None:
     _install(session, "tfs-decoder")
     session.install("transformers")  # the version pinned in constraints.txt
     session.run("python", "benchmarks/bench.py", *session.posargs)
+
+
+@nox.session(name="tests-scripts")
+def tests_scripts(session: nox.Session) -> None:
+    """scripts/test_*.py: the version bump (on a temporary copy) and the dist checks."""
+    session.install("pytest")  # the version pinned in constraints.txt
+    session.run("pytest", "scripts", *session.posargs)
+
+
+@nox.session(name="typecheck-scripts")
+def typecheck_scripts(session: nox.Session) -> None:
+    """mypy --strict on scripts/ (stdlib only, plus pytest for their tests)."""
+    session.install("mypy", "pytest")  # the versions pinned in constraints.txt
+    session.run("mypy", "scripts", *session.posargs)
+
+
+@nox.session
+def dist(session: nox.Session) -> None:
+    """An sdist and a wheel of each package in dist/, checked by twine and by
+    scripts/check_dist.py (py.typed, README, license, no tests)."""
+    session.install("hatch", "twine")
+    shutil.rmtree(DIST, ignore_errors=True)
+    DIST.mkdir()
+    # hatch builds in its own environment, installing hatchling there with uv; nox's
+    # UV_PYTHON and VIRTUAL_ENV would point uv at this session's virtualenv instead.
+    # hatch's own data stays under .nox/.
+    env = {
+        "UV_PYTHON": None,
+        "UV_PROJECT_ENVIRONMENT": None,
+        "VIRTUAL_ENV": None,
+        "HATCH_DATA_DIR": str(Path(session.create_tmp()).resolve() / "hatch"),
+    }
+    for package in PACKAGES:
+        with session.chdir(ROOT / "packages" / package):
+            session.run(
+                "hatch", "build", "--target", "sdist", "--target", "wheel", str(DIST), env=env
+            )
+    files = sorted(str(path) for path in DIST.iterdir())
+    session.run("twine", "check", "--strict", *files)
+    session.run("python", str(ROOT / "scripts" / "check_dist.py"), str(DIST))
+
+
+def _wheel_requirements(wheel: Path) -> list[str]:
+    """A wheel's Requires-Dist entries, without extras and without the tfs siblings."""
+    with ZipFile(wheel) as archive:
+        name = next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
+        metadata = Parser().parsestr(archive.read(name).decode())
+    return [
+        requirement
+        for requirement in metadata.get_all("Requires-Dist") or []
+        if "extra ==" not in requirement and not requirement.startswith("tfs-")
+    ]
+
+
+@nox.session(reuse_venv=False)
+def smoke(session: nox.Session) -> None:
+    """A fresh virtualenv with the wheels from dist/ (tfs-decoder installed by name, which
+    must bring its three siblings from dist/ alone), then every package's tests run against
+    the installed wheels, from a folder where the checkout's src/ cannot be imported."""
+    wheels = sorted(DIST.glob("tfs_*.whl")) if DIST.is_dir() else []
+    if len(wheels) != len(PACKAGES):
+        session.error(f"dist/ holds {len(wheels)} of the 4 wheels: run `nox -s dist smoke`")
+    # Everything else comes from the usual index and find-links, pinned by constraints.txt:
+    # the wheels' own requirements and each package's test group.
+    third_party = {req for wheel in wheels for req in _wheel_requirements(wheel)}
+    for package in PACKAGES:
+        pyproject = nox.project.load_toml(ROOT / "packages" / package / "pyproject.toml")
+        third_party.update(nox.project.dependency_groups(pyproject, "test"))
+    session.install(*sorted(third_party))
+    # The tfs packages from dist/ alone: no index, and tfs-decoder's == pins must find the
+    # siblings there.
+    session.install("--no-index", "--find-links", str(DIST), "tfs-decoder")
+    session.run("python", str(ROOT / "scripts" / "check_installed.py"), str(ROOT))
+    with tempfile.TemporaryDirectory(prefix="tfs-smoke-") as where:
+        session.chdir(where)
+        for package in PACKAGES:
+            tests = ROOT / "packages" / package / "tests"
+            session.run("pytest", "-p", "no:cacheprovider", str(tests), *session.posargs)
+        session.chdir(ROOT)
