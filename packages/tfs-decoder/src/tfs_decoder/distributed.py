@@ -90,7 +90,8 @@ def distributed(info: DistInfo, device: torch.device) -> Iterator[DistInfo]:
     """Join the process group for the duration of the block when ``info.enabled``.
 
     The group is destroyed on leaving the block, also when it raises, unless it existed
-    before (a caller that set it up keeps it). On one process this does nothing.
+    before (a caller that set it up keeps it); on a normal exit every rank first waits for
+    the others. On one process this does nothing.
     """
     if not info.enabled:
         yield info
@@ -110,6 +111,10 @@ def distributed(info: DistInfo, device: torch.device) -> Iterator[DistInfo]:
                 f"environment), got rank {dist.get_rank()} of {dist.get_world_size()}"
             )
         yield info
+        if owned:
+            # Tearing the group down while another rank still talks through it aborted
+            # a gloo rank now and then ("terminate called without an active exception").
+            dist.barrier()
     finally:
         if owned and dist.is_initialized():
             dist.destroy_process_group()
