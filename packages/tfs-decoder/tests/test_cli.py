@@ -16,8 +16,10 @@ import os
 import random
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -29,7 +31,7 @@ import tfs_decoder.cli
 import tfs_decoder.train
 from tfs_decoder import Decoder, DecoderConfig
 from tfs_decoder.attention_plot import attention_patterns, plot_attention
-from tfs_decoder.checkpoint import load_model, save_checkpoint
+from tfs_decoder.checkpoint import load_checkpoint, load_model, save_checkpoint
 from tfs_decoder.cli import build_parser, main, train_config_from_args
 from tfs_decoder.errors import TfsError
 from tfs_decoder.presets import DEFAULT_PRESET, PRESETS, preset_config
@@ -402,6 +404,13 @@ def test_interrupt_and_out_of_memory_are_one_line(
     monkeypatch.setattr(tfs_decoder.train, "train", _raise(KeyboardInterrupt()))
     status, _, err = run_cli(capsys, "train")
     assert (status, err) == (130, "tfs: interrupted\n")
+    saved = tfs_decoder.train.TrainingInterrupted(37, Path("runs/x/ckpt-0000037"))
+    monkeypatch.setattr(tfs_decoder.train, "train", _raise(saved))
+    status, _, err = run_cli(capsys, "train")
+    assert (status, err) == (
+        130,
+        "tfs: interrupted at step 37; saved runs/x/ckpt-0000037 (resume with --resume)\n",
+    )
     oom = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore")
     monkeypatch.setattr(tfs_decoder.train, "train", _raise(oom))
     status, _, err = run_cli(capsys, "train")
@@ -447,6 +456,64 @@ def test_module_entry_point_errors_without_traceback(
         )
         assert_one_error_line(done.returncode, done.stderr, pattern)
         assert done.stdout == ""
+
+
+def test_ctrl_c_saves_a_checkpoint_that_resume_continues(
+    tmp_path: Path, subprocess_env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A real ``python -m tfs_decoder train`` gets SIGINT after a few logged steps: exit
+    status 130, one stderr line naming the checkpoint of the last completed step, no
+    traceback; that checkpoint loads and ``--resume`` continues from it."""
+    data = write_corpus(tmp_path / "corpus.txt")
+    out = tmp_path / "run"
+    argv = [*TINY, "--max-steps", "100000", "--eval-interval", "100000"]
+    argv += ["--checkpoint-interval", "0", "--data", str(data), "--out", str(out)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tfs_decoder", "train", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=subprocess_env,
+        # A shell's background job starts with SIGINT ignored; give the child the default.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    try:
+        deadline = time.monotonic() + 60
+        metrics = out / "metrics.jsonl"
+        while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 3):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "no training steps logged in 60 s"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert stdout == ""
+    lines = [line for line in stderr.splitlines() if "interrupted" in line or "saved" in line]
+    assert len(lines) == 1, stderr
+    match = re.fullmatch(
+        r"tfs: interrupted at step (\d+); saved (.+) \(resume with --resume\)", lines[0]
+    )
+    assert match is not None, lines[0]
+    step = int(match.group(1))
+    assert step >= 3
+    assert Path(match.group(2)) == out / f"ckpt-{step:07d}"
+    assert (out / "latest").read_text(encoding="utf-8").strip() == f"ckpt-{step:07d}"
+    assert load_checkpoint(out).step == step
+    # Every completed step was logged, and the checkpoint is the last of them.
+    assert [r["step"] for r in read_metrics(out)] == list(range(1, step + 1))
+
+    status, _, err = run_cli(
+        capsys, "train", "--resume", "--out", out, "--max-steps", str(step + 2)
+    )
+    assert status == 0, err
+    assert f"resuming at step {step}" in err
+    assert (out / "latest").read_text(encoding="utf-8").strip() == f"ckpt-{step + 2:07d}"
+    assert [r["step"] for r in read_metrics(out)] == list(range(1, step + 3))
 
 
 # ---------------------------------------------------------------------------------------

@@ -6,7 +6,9 @@ import collections
 import dataclasses
 import json
 import math
+import os
 import random
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +19,10 @@ import torch.nn.functional as F
 
 import tfs_decoder.train as train_module
 from tfs_decoder import Decoder, DecoderConfig, cross_entropy
+from tfs_decoder.checkpoint import load_checkpoint
 from tfs_decoder.errors import CheckpointError, TfsError
 from tfs_decoder.optim import lr_at
-from tfs_decoder.train import TrainConfig, TrainResult, evaluate, train
+from tfs_decoder.train import TrainConfig, TrainingInterrupted, TrainResult, evaluate, train
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 WORDS = ("cat", "dog", "bird", "fish", "horse", "cow", "sheep", "goat")
@@ -324,3 +327,141 @@ def test_diverged_loss_stops_with_a_clear_error(
     monkeypatch.setattr(train_module, "cross_entropy", nan_loss)
     with pytest.raises(TfsError, match=r"training diverged: the loss is nan at step 5"):
         train(tiny_config(tmp_path, max_steps=10), progress=False)
+
+
+def loss_from_step(
+    monkeypatch: pytest.MonkeyPatch, step: int, effect: Any, *, times: int = 1
+) -> None:
+    """Make training step ``step`` (1-based; grad_accum 1, so the ``step``-th call of the
+    training loss) call ``effect(loss)``: ``times == 1`` for that step only, ``0`` for it and
+    every later one."""
+    calls = [0]
+
+    def patched(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        loss = cross_entropy(logits, targets)
+        if logits.requires_grad:  # a training step, not evaluate()
+            calls[0] += 1
+            if calls[0] == step or (times == 0 and calls[0] > step):
+                return effect(loss)  # type: ignore[no-any-return]
+        return loss
+
+    monkeypatch.setattr(train_module, "cross_entropy", patched)
+
+
+def metrics_at(out: Path) -> list[dict[str, Any]]:
+    lines = (out / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def ckpt_steps(out: Path) -> list[int]:
+    return sorted(int(p.name.removeprefix("ckpt-")) for p in out.glob("ckpt-*"))
+
+
+def test_nan_between_log_steps_never_reaches_a_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The loss turns NaN at step 7; logs are at 5 and 10, checkpoints every 3 steps. The
+    check before the step-9 checkpoint stops the run there: ckpt-0000006 (finite) stays the
+    newest, and no checkpoint with non-finite weights is written."""
+    loss_from_step(monkeypatch, 7, lambda loss: loss * float("nan"), times=0)
+    config = tiny_config(tmp_path, max_steps=20, log_interval=5, checkpoint_interval=3)
+    with pytest.raises(TfsError, match=r"^training diverged: the loss is nan at step 9; ") as e:
+        train(config, progress=False)
+    assert "\n" not in str(e.value)
+    out = tmp_path / "run"
+    assert (out / "latest").read_text(encoding="utf-8").strip() == "ckpt-0000006"
+    assert ckpt_steps(out) == [3, 6]
+    for step in ckpt_steps(out):
+        for name, tensor in weights(out / f"ckpt-{step:07d}").items():
+            assert torch.isfinite(tensor).all(), (step, name)
+    last = load_checkpoint(out)
+    assert last.step == 6
+    state = last.state["optimizer"]["state"]
+    assert all(torch.isfinite(v).all() for s in state.values() for v in s.values())
+    # The metrics stop at the last good log step.
+    assert [r["step"] for r in metrics_at(out)] == [5]
+
+
+def test_non_finite_weights_stop_the_run_before_a_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A finite loss with an infinite gradient (no clipping) gives non-finite weights at a
+    checkpoint step that is also a log step: the weight check refuses to save them."""
+
+    def huge_grad(loss: torch.Tensor) -> torch.Tensor:
+        loss.register_hook(lambda g: g * float("inf"))  # type: ignore[no-untyped-call]
+        return loss
+
+    loss_from_step(monkeypatch, 4, huge_grad)
+    config = tiny_config(
+        tmp_path, max_steps=10, log_interval=2, checkpoint_interval=2, grad_clip=0.0
+    )
+    with pytest.raises(
+        TfsError, match=r"^training diverged: the weights are not finite after step 4"
+    ):
+        train(config, progress=False)
+    out = tmp_path / "run"
+    assert (out / "latest").read_text(encoding="utf-8").strip() == "ckpt-0000002"
+    assert ckpt_steps(out) == [2]
+
+
+# --- Ctrl-C ------------------------------------------------------------------------------
+
+
+def sigint(loss: torch.Tensor) -> torch.Tensor:
+    os.kill(os.getpid(), signal.SIGINT)
+    return loss
+
+
+def test_ctrl_c_saves_the_step_and_resume_continues_exactly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGINT in the middle of step 7 (no checkpoint or log step) ends the run after step 7
+    with ckpt-0000007 written; resuming from it to step 12 gives the same weights and losses
+    as a run that was never interrupted. The SIGINT handler is put back afterwards."""
+    settings: dict[str, Any] = {"max_steps": 12, "log_interval": 1, "dropout": 0.1}
+    straight = train(tiny_config(tmp_path, out=str(tmp_path / "a"), **settings), progress=False)
+
+    loss_from_step(monkeypatch, 7, sigint)
+    out = tmp_path / "b"
+    with pytest.raises(TrainingInterrupted) as e:
+        train(tiny_config(tmp_path, out=str(out), **settings), progress=False)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert (e.value.step, e.value.checkpoint) == (7, out / "ckpt-0000007")
+    assert isinstance(e.value, KeyboardInterrupt)
+    assert (out / "latest").read_text(encoding="utf-8").strip() == "ckpt-0000007"
+    assert load_checkpoint(out).step == 7
+    assert [r["step"] for r in metrics_at(out)] == list(range(1, 8))
+
+    monkeypatch.undo()
+    resumed = train(tiny_config(tmp_path, out=str(out), resume=True, **settings), progress=False)
+    assert resumed.step == straight.step == 12
+    a, b = weights(straight.checkpoint), weights(resumed.checkpoint)
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+    assert [(r["step"], r["train_loss"]) for r in metrics_at(out)] == [
+        (r["step"], r["train_loss"]) for r in metrics(straight)
+    ]
+
+
+def test_second_ctrl_c_interrupts_at_once_and_keeps_the_previous_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two SIGINTs: the first asks to stop after the step, the second raises a plain
+    KeyboardInterrupt at once; nothing new is saved and ckpt-0000004 stays the newest."""
+
+    def twice(loss: torch.Tensor) -> torch.Tensor:
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGINT)
+        return loss
+
+    loss_from_step(monkeypatch, 6, twice)
+    config = tiny_config(tmp_path, max_steps=10, checkpoint_interval=4)
+    with pytest.raises(KeyboardInterrupt) as e:
+        train(config, progress=False)
+    assert not isinstance(e.value, TrainingInterrupted)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    out = tmp_path / "run"
+    assert (out / "latest").read_text(encoding="utf-8").strip() == "ckpt-0000004"
+    assert ckpt_steps(out) == [4]
+    assert load_checkpoint(out).step == 4

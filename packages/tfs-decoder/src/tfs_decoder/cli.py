@@ -10,7 +10,10 @@ attention patterns for a prompt as a PNG (one heatmap per head).
 A mistake the user can fix (a flag, a data file, a checkpoint: every
 :class:`~tfs_decoder.errors.TfsError`) ends the command with one line
 ``tfs: error: <message>`` on stderr and exit status 2, never a traceback; Ctrl-C ends it
-with exit status 130. Anything else is a bug and keeps its traceback.
+with exit status 130 (during ``tfs train``'s steps after saving a checkpoint of the last
+completed step, named on one line ``tfs: interrupted at step N; saved ... (resume with
+--resume)``; a second Ctrl-C while it saves stops at once and keeps the previous
+checkpoint). Anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -583,8 +586,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as error:  # the disk or the file system refused (--out unwritable, ...)
         where = f"{error.filename}: " if error.filename else ""
         return _fail(f"{where}{error.strerror or error}")
-    except KeyboardInterrupt:
-        if sys.stderr.isatty():
+    except KeyboardInterrupt as interrupt:
+        saved = isinstance(interrupt, training.TrainingInterrupted)
+        if sys.stderr.isatty() and not saved:  # train() ends its progress line itself
             print(file=sys.stderr)  # end a progress line drawn with \r
-        print(f"{PROG}: interrupted", file=sys.stderr)
+        where = ""
+        if isinstance(interrupt, training.TrainingInterrupted):
+            where = f" at step {interrupt.step}"
+            if interrupt.checkpoint is not None:
+                where += f"; saved {interrupt.checkpoint} (resume with --resume)"
+        print(f"{PROG}: interrupted{where}", file=sys.stderr)
         return 130

@@ -17,6 +17,22 @@ Resuming is exact: batch ``s`` is a pure function of ``(seed, s, rank)``
 (:class:`~tfs_decoder.batches.WindowSampler`) and the dropout RNG is re-seeded from
 ``(seed, s, rank)`` at every step, so a run stopped after step ``s`` and resumed computes the
 same steps ``s + 1, ...`` as one that never stopped, bit for bit on the same machine.
+
+Faults:
+
+- a non-finite training loss (or non-finite weights) stops the run with a one-line
+  :class:`~tfs_decoder.errors.TfsError` (``training diverged: ...``). The loss is checked at
+  every logging step and, together with the weights, before every checkpoint is written, so
+  no checkpoint holds a diverged model: the newest one on disk is the last good one.
+- Ctrl-C (``SIGINT``) during the training steps ends the run at the end of the step in
+  progress: rank 0 writes a checkpoint of that step (the same atomic save as the periodic
+  ones; model and optimizer after the last completed optimizer step, so ``resume``
+  continues exactly from it) and :class:`TrainingInterrupted` is raised. A second Ctrl-C
+  interrupts at once (the save is atomic, so the previous checkpoint stays intact). Under
+  DDP every rank stops at the end of its step and only rank 0 saves; ``torchrun`` itself
+  may terminate the workers first, in which case the last periodic checkpoint stands.
+  Outside the steps (setup, the final evaluation and sample) Ctrl-C raises a plain
+  ``KeyboardInterrupt`` and saves nothing.
 """
 
 from __future__ import annotations
@@ -25,9 +41,12 @@ import dataclasses
 import hashlib
 import json
 import math
+import signal
 import sys
+import threading
 import time
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,7 +84,7 @@ from tfs_decoder.progress import ProgressBar, format_duration
 from tfs_decoder.tokenizer import BPETokenizer, CharTokenizer, Tokenizer, tokenizer_from_dict
 from tfs_decoder.train_config import TrainConfig
 
-__all__ = ["TrainConfig", "TrainResult", "evaluate", "train"]
+__all__ = ["TrainConfig", "TrainResult", "TrainingInterrupted", "evaluate", "train"]
 
 METRICS_FILE = "metrics.jsonl"
 PNG_FILE = "loss.png"
@@ -106,8 +125,79 @@ class TrainResult:
     world_size: int = 1
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C (``SIGINT``) stopped :func:`train` after a completed step.
+
+    A ``KeyboardInterrupt``, so code that does not know it still sees an interrupt.
+
+    Attributes:
+        step: the optimizer steps completed (the step of the saved checkpoint).
+        checkpoint: the checkpoint directory holding that step (``None`` on ranks other
+            than 0).
+    """
+
+    def __init__(self, step: int, checkpoint: Path | None) -> None:
+        super().__init__(step, checkpoint)
+        self.step = step
+        self.checkpoint = checkpoint
+
+
 # ---------------------------------------------------------------------------------------
 # Pieces of the loop
+
+
+class _InterruptFlag:
+    """Set by the first ``SIGINT`` while :func:`_deferred_interrupt` is active."""
+
+    def __init__(self) -> None:
+        self.set = False
+
+
+@contextmanager
+def _deferred_interrupt() -> Iterator[_InterruptFlag]:
+    """Turn the first ``SIGINT`` into a flag the loop reads at the end of each step.
+
+    The first Ctrl-C only sets the flag and puts the previous handler back, so a second one
+    raises ``KeyboardInterrupt`` at once. Only the default handler is replaced, and only in
+    the main thread (elsewhere signals cannot be handled; the flag then never gets set).
+    """
+    flag = _InterruptFlag()
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield flag
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        flag.set = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def _check_finite(loss: float, step: int) -> None:
+    if not math.isfinite(loss):
+        raise TfsError(
+            f"training diverged: the loss is {loss} at step {step}; "
+            "try a lower --lr (or more --warmup-steps)"
+        )
+
+
+def _check_finite_weights(model: nn.Module, step: int) -> None:
+    """Non-finite weights end the run before they can reach a checkpoint. Under DDP the
+    weights are the same on every rank, so every rank reaches the same verdict."""
+    with torch.no_grad():
+        finite = all(bool(torch.isfinite(p).all()) for p in model.parameters())
+    if not finite:
+        raise TfsError(
+            f"training diverged: the weights are not finite after step {step}; "
+            "try a lower --lr (or more --warmup-steps)"
+        )
 
 
 def _dropout_seed(seed: int, step: int, rank: int) -> int:
@@ -204,8 +294,11 @@ def train(config: TrainConfig, *, progress: bool = True, stop_at: int | None = N
         A :class:`TrainResult`.
 
     Raises:
-        TfsError: a problem the user can fix (data, checkpoint, settings); the message is
-            one line naming the flag or file.
+        TfsError: a problem the user can fix (data, checkpoint, settings), or a diverged
+            run (``training diverged: ...``, the newest checkpoint is the last good one);
+            the message is one line naming the flag or file.
+        TrainingInterrupted: Ctrl-C during the training steps; the step completed last is
+            saved as a checkpoint (rank 0) first. See the module docstring.
     """
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config: expected a TrainConfig, got {type(config).__name__}")
@@ -385,91 +478,107 @@ def _train(
     val_loss: float | None = None
     last_checkpoint = resumed_from if main else None
     step = start_step
-    for step_index in range(start_step, stop):
-        t0 = time.perf_counter()
-        lr = lr_at(
-            step_index,
-            lr=config.lr,
-            min_lr=config.min_lr,
-            warmup_steps=config.warmup_steps,
-            max_steps=config.max_steps,
-        )
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        torch.manual_seed(_dropout_seed(config.seed, step_index, info.rank))
-        step_loss = torch.zeros((), device=device)
-        for micro in range(config.grad_accum):
-            x, y = sampler.batch(step_index * config.grad_accum + micro)
-            x = x.to(device, non_blocking=True)
-            y = y.to(device, non_blocking=True)
-            # Gradients are averaged across ranks only after the last micro-batch.
-            sync = (
-                ddp.no_sync()
-                if ddp is not None and micro < config.grad_accum - 1
-                else nullcontext()
+    saved_step = start_step if resumed_from is not None else -1
+    with _deferred_interrupt() as interrupt:
+        for step_index in range(start_step, stop):
+            t0 = time.perf_counter()
+            lr = lr_at(
+                step_index,
+                lr=config.lr,
+                min_lr=config.min_lr,
+                warmup_steps=config.warmup_steps,
+                max_steps=config.max_steps,
             )
-            with sync:
-                with autocast(device, dtype):
-                    logits = train_model(x)
-                loss = cross_entropy(logits, y).mean()
-                (loss / config.grad_accum).backward()  # type: ignore[no-untyped-call]
-            step_loss += loss.detach()
-        if config.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        window_loss += step_loss / config.grad_accum
-        window_steps += 1
-        step = step_index + 1
-
-        is_last = step == stop
-        do_eval = step % config.eval_interval == 0 or is_last
-        do_log = step % config.log_interval == 0 or do_eval
-        if do_log:
-            # .item() waits for the device, so the window's time is its true compute time.
-            all_reduce_sum(window_loss, info)
-            last_loss = window_loss.item() / window_steps / info.world_size
-            window_time += time.perf_counter() - t0
-            train_time += window_time
-            tokens_per_s = tokens_per_step * window_steps / max(window_time, 1e-9)
-            if not math.isfinite(last_loss):
-                raise TfsError(
-                    f"training diverged: the loss is {last_loss} at step {step}; "
-                    "try a lower --lr (or more --warmup-steps)"
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            torch.manual_seed(_dropout_seed(config.seed, step_index, info.rank))
+            step_loss = torch.zeros((), device=device)
+            for micro in range(config.grad_accum):
+                x, y = sampler.batch(step_index * config.grad_accum + micro)
+                x = x.to(device, non_blocking=True)
+                y = y.to(device, non_blocking=True)
+                # Gradients are averaged across ranks only after the last micro-batch.
+                sync = (
+                    ddp.no_sync()
+                    if ddp is not None and micro < config.grad_accum - 1
+                    else nullcontext()
                 )
-            val_loss = None
-            if do_eval:
-                val_loss = evaluate(model, val_windows, device=device, dtype=dtype, info=info)
-            if main:
-                record = {
-                    "step": step,
-                    "train_loss": last_loss,
-                    "val_loss": val_loss,
-                    "lr": lr,
-                    "tokens_per_s": tokens_per_s,
-                    "elapsed_s": elapsed(),
-                    "world_size": info.world_size,
-                }
-                with open(metrics_path, "a", encoding="utf-8") as f:
-                    f.write(json.dumps(record) + "\n")
-            if val_loss is not None:
-                bar.write(
-                    f"step {step}: train loss {last_loss:.4f}, val loss {val_loss:.4f} "
-                    f"({val_loss * tokens_per_char / math.log(2):.3f} bits/char)"
-                )
-            window_loss.zero_()
-            window_steps = 0
-            window_time = 0.0
-        else:
-            window_time += time.perf_counter() - t0
-        bar.update(step, loss=last_loss, tokens_per_s=tokens_per_s or None)
+                with sync:
+                    with autocast(device, dtype):
+                        logits = train_model(x)
+                    loss = cross_entropy(logits, y).mean()
+                    (loss / config.grad_accum).backward()  # type: ignore[no-untyped-call]
+                step_loss += loss.detach()
+            if config.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            window_loss += step_loss / config.grad_accum
+            window_steps += 1
+            step = step_index + 1
 
-        if main and (
-            is_last or (config.checkpoint_interval and step % config.checkpoint_interval == 0)
-        ):
-            last_checkpoint = save(step)
-            if not is_last:
-                plot()
+            is_last = step == stop
+            do_eval = step % config.eval_interval == 0 or is_last
+            do_log = step % config.log_interval == 0 or do_eval
+            if do_log:
+                # .item() waits for the device, so the window's time is its true compute time.
+                all_reduce_sum(window_loss, info)
+                last_loss = window_loss.item() / window_steps / info.world_size
+                window_time += time.perf_counter() - t0
+                train_time += window_time
+                tokens_per_s = tokens_per_step * window_steps / max(window_time, 1e-9)
+                _check_finite(last_loss, step)
+                val_loss = None
+                if do_eval:
+                    val_loss = evaluate(model, val_windows, device=device, dtype=dtype, info=info)
+                if main:
+                    record = {
+                        "step": step,
+                        "train_loss": last_loss,
+                        "val_loss": val_loss,
+                        "lr": lr,
+                        "tokens_per_s": tokens_per_s,
+                        "elapsed_s": elapsed(),
+                        "world_size": info.world_size,
+                    }
+                    with open(metrics_path, "a", encoding="utf-8") as f:
+                        f.write(json.dumps(record) + "\n")
+                if val_loss is not None:
+                    bar.write(
+                        f"step {step}: train loss {last_loss:.4f}, val loss {val_loss:.4f} "
+                        f"({val_loss * tokens_per_char / math.log(2):.3f} bits/char)"
+                    )
+                window_loss.zero_()
+                window_steps = 0
+                window_time = 0.0
+            else:
+                window_time += time.perf_counter() - t0
+            bar.update(step, loss=last_loss, tokens_per_s=tokens_per_s or None)
+
+            do_checkpoint = is_last or bool(
+                config.checkpoint_interval and step % config.checkpoint_interval == 0
+            )
+            if do_checkpoint:
+                # Steps since the last log have not been checked yet: check them (and the
+                # weights) before the checkpoint, so a diverged model is never saved.
+                if window_steps:
+                    unchecked = window_loss.clone()
+                    all_reduce_sum(unchecked, info)
+                    _check_finite(unchecked.item() / window_steps / info.world_size, step)
+                _check_finite_weights(model, step)
+                if main:
+                    last_checkpoint = save(step)
+                    saved_step = step
+                    if not is_last:
+                        plot()
+            if interrupt.set:
+                bar.close()
+                if main and saved_step != step:
+                    if window_steps:  # this rank's unchecked steps (no collective here)
+                        _check_finite(window_loss.item() / window_steps, step)
+                    _check_finite_weights(model, step)
+                    last_checkpoint = save(step)
+                raise TrainingInterrupted(step, last_checkpoint)
     bar.close()
 
     # --- the end: final evaluation, plot, sample -------------------------------------
