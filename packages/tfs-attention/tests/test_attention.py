@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import re
 
 import jaxtyping
 import pytest
@@ -105,6 +106,29 @@ def _sdpa_reference(
     return F.linear(z_cat, _to_linear_out(attn.W_O), attn.b_O)
 
 
+def _torch_mha(attn: MultiHeadAttention) -> nn.MultiheadAttention:
+    """An nn.MultiheadAttention (eval mode) holding ``attn``'s weights; needs
+    n_heads * d_head == d_model, the only layout torch's module supports.
+
+    nn.MultiheadAttention stacks the Q, K, V nn.Linear weights of _to_linear_in row-wise
+    into in_proj_weight [3*d_model, d_model] (each block: row h*d_head + e = W_X[h, :, e])
+    and its out_proj is the nn.Linear of _to_linear_out (weight[d, h*d_head + e] = W_O[h, e, d]).
+    Its heads split the width into contiguous d_head blocks, as ours are laid out here.
+    """
+    ref = nn.MultiheadAttention(attn.d_model, attn.n_heads, bias=True, batch_first=True)
+    with torch.no_grad():
+        blocks = [
+            _to_linear_in(W, b)
+            for W, b in ((attn.W_Q, attn.b_Q), (attn.W_K, attn.b_K), (attn.W_V, attn.b_V))
+        ]
+        ref.in_proj_weight.copy_(torch.cat([w for w, _ in blocks]))
+        assert ref.in_proj_bias is not None
+        ref.in_proj_bias.copy_(torch.cat([b for _, b in blocks]))
+        ref.out_proj.weight.copy_(_to_linear_out(attn.W_O))
+        ref.out_proj.bias.copy_(attn.b_O)
+    return ref.eval()
+
+
 def _allowed(causal: bool, mask: Tensor) -> Tensor:
     """(dest, src) visibility [batch, 1, dest, src] from causality and a [batch, pos] mask."""
     pos = mask.shape[1]
@@ -150,22 +174,7 @@ def test_single_position_writes_its_own_value() -> None:
 def test_matches_torch_multihead_attention(causal: bool, with_padding: bool) -> None:
     d_model, n_heads, batch, pos = 16, 4, 3, 6
     attn = _make(d_model, n_heads, causal=causal)
-    ref = nn.MultiheadAttention(d_model, n_heads, bias=True, batch_first=True)
-    # nn.MultiheadAttention stacks the Q, K, V nn.Linear weights of _to_linear_in row-wise
-    # into in_proj_weight [3*d_model, d_model] (each block: row h*d_head + e = W_X[h, :, e])
-    # and its out_proj is the nn.Linear of _to_linear_out (weight[d, h*d_head + e] = W_O[h, e, d]).
-    # Its heads split the width into contiguous d_head blocks, as ours are laid out here.
-    with torch.no_grad():
-        blocks = [
-            _to_linear_in(W, b)
-            for W, b in ((attn.W_Q, attn.b_Q), (attn.W_K, attn.b_K), (attn.W_V, attn.b_V))
-        ]
-        ref.in_proj_weight.copy_(torch.cat([w for w, _ in blocks]))
-        assert ref.in_proj_bias is not None
-        ref.in_proj_bias.copy_(torch.cat([b for _, b in blocks]))
-        ref.out_proj.weight.copy_(_to_linear_out(attn.W_O))
-        ref.out_proj.bias.copy_(attn.b_O)
-    ref.eval()
+    ref = _torch_mha(attn)
     attn.eval()
 
     x = _x(batch, pos, d_model)
@@ -182,6 +191,45 @@ def test_matches_torch_multihead_attention(causal: bool, with_padding: bool) -> 
         x, x, x, attn_mask=causal_block, key_padding_mask=key_padding, need_weights=False
     )
     torch.testing.assert_close(attn(x, mask), expected, atol=ATOL, rtol=RTOL)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    batch=st.integers(1, 3),
+    pos=st.integers(1, 8),
+    n_heads=st.integers(1, 4),
+    head_multiple=st.integers(1, 6),
+    d_head=st.none() | st.integers(1, 6),
+    causal=st.booleans(),
+    scale=st.sampled_from([0.1, 1.0, 4.0]),
+    seed=st.integers(0, 2**16),
+)
+def test_matches_references_property(
+    batch: int,
+    pos: int,
+    n_heads: int,
+    head_multiple: int,
+    d_head: int | None,
+    causal: bool,
+    scale: float,
+    seed: int,
+) -> None:
+    """For every drawn (batch, pos, d_model, n_heads, d_head) and input scale, the output
+    equals F.scaled_dot_product_attention, and nn.MultiheadAttention too where its layout
+    allows (n_heads * d_head == d_model), under the weight mapping above. fp32, atol = rtol =
+    1e-5 (ATOL/RTOL); inputs up to 4x the unit scale keep the values O(10)."""
+    d_model = n_heads * head_multiple
+    attn = _make(d_model, n_heads, d_head, causal=causal, seed=seed)
+    x = scale * _x(batch, pos, d_model, seed=seed)
+    out = attn(x)
+    assert out.shape == (batch, pos, d_model)
+    torch.testing.assert_close(
+        out, _sdpa_reference(attn, x, is_causal=causal), atol=ATOL, rtol=RTOL
+    )
+    if attn.n_heads * attn.d_head == d_model:
+        causal_block = torch.ones(pos, pos, dtype=torch.bool).triu(1) if causal else None
+        expected, _ = _torch_mha(attn)(x, x, x, attn_mask=causal_block, need_weights=False)
+        torch.testing.assert_close(out, expected, atol=ATOL, rtol=RTOL)
 
 
 # ------------------------------------------------------------------- attention_mask
@@ -348,6 +396,16 @@ def test_x_with_wrong_width_raises() -> None:
         ValueError, match=r"x: expected shape \[batch, pos, d_model=8\], got \(2, 3, 7\)"
     ):
         attn(torch.randn(2, 3, 7))
+
+
+@pytest.mark.parametrize("shape", [(2, 0, 8), (0, 3, 8)])
+def test_empty_batch_or_sequence_raises(shape: tuple[int, int, int]) -> None:
+    attn = MultiHeadAttention(d_model=8, n_heads=2)
+    with pytest.raises(
+        ValueError,
+        match=re.escape(f"x: expected at least one sequence and one position, got {shape}"),
+    ):
+        attn(torch.zeros(shape))
 
 
 @pytest.mark.parametrize(

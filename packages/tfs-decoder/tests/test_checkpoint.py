@@ -632,6 +632,30 @@ def test_error_corrupt_state(tmp_path: Path, damage: str) -> None:
         assert error.__cause__ is not None
 
 
+class _WritesAFile:
+    """Unpickling this calls ``open(marker, "w")``: a stand-in for code hidden in a file."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Callable[..., object], tuple[str, str]]:
+        return (open, (str(self.marker), "w"))
+
+
+def test_loading_never_executes_code_from_state_pt(tmp_path: Path) -> None:
+    path, _ = save(tmp_path / "run", step=1, seed=0)
+    marker = tmp_path / "executed"
+    torch.save({"step": 1, "optimizer": {}, "payload": _WritesAFile(marker)}, path / "state.pt")
+    error = load_error(tmp_path / "run", r"state\.pt is corrupt or unreadable: \w+")
+    assert error.__cause__ is not None
+    with pytest.raises(CheckpointError):
+        load_model(tmp_path / "run")
+    assert not marker.exists()
+    # The payload is real: an unrestricted unpickler does run it.
+    torch.load(path / "state.pt", weights_only=False)
+    assert marker.exists()
+
+
 def edit_weights(path: Path, edit: Callable[[dict[str, Tensor]], None]) -> None:
     file = path / "model.safetensors"
     tensors = dict(safetensors.torch.load_file(file))

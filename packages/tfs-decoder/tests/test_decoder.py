@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
+import re
 from collections.abc import Callable
 
 import pytest
@@ -15,7 +17,7 @@ from torch import Tensor, nn
 
 from tfs_attention import MultiHeadAttention
 from tfs_decoder import Decoder, DecoderConfig, ResidualBlock, next_token_loss
-from tfs_embeddings import LearnedPositionalEmbedding
+from tfs_embeddings import Embed, LearnedPositionalEmbedding
 from tfs_mlp import MLP
 
 SMALL = DecoderConfig(
@@ -80,6 +82,28 @@ def test_token_ids_outside_the_vocabulary_are_rejected(bad: int) -> None:
     tokens[1, 2] = bad
     with pytest.raises(ValueError, match=rf"d_vocab=50\), got id {bad}"):
         build(SMALL)(tokens)
+
+
+@pytest.mark.parametrize("shape", [(2, 0), (0, 3)])
+def test_empty_batch_or_sequence_is_rejected(shape: tuple[int, int]) -> None:
+    with pytest.raises(
+        ValueError, match=re.escape(f"tokens: expected shape [batch >= 1, pos >= 1], got {shape}")
+    ):
+        build(SMALL)(torch.zeros(shape, dtype=torch.long))
+
+
+def test_float_tokens_are_rejected_naming_the_dtype(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = build(SMALL)
+    tokens = tokens_for(SMALL, 2, 3).float()
+    with pytest.raises(TypeError, match="tokens"):  # the test-time checker's TypeCheckError
+        model(tokens)
+    # Without the checker (as users run it), Embed's own check names the dtype.
+    monkeypatch.setattr(Embed, "forward", inspect.unwrap(Embed.forward))
+    unchecked_forward = inspect.unwrap(Decoder.forward)
+    with pytest.raises(
+        TypeError, match=r"^tokens: expected an integer tensor, got dtype torch\.float32$"
+    ):
+        unchecked_forward(model, tokens)
 
 
 def test_config_must_be_a_decoder_config() -> None:

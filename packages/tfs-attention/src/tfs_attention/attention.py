@@ -131,6 +131,10 @@ class MultiHeadAttention(nn.Module):
                 f"x: expected shape [batch, pos, d_model={self.d_model}], got {tuple(x.shape)}"
             )
         batch, pos, _ = x.shape
+        if batch == 0 or pos == 0:
+            raise ValueError(
+                f"x: expected at least one sequence and one position, got {tuple(x.shape)}"
+            )
         n_src = pos + (kv_cache.length if kv_cache is not None else 0)
         if attention_mask is not None and (
             attention_mask.dtype != torch.bool or attention_mask.shape != (batch, n_src)

@@ -120,6 +120,12 @@ class Decoder(nn.Module):
         keys and values too, so feeding a sequence in pieces gives the same logits as
         feeding it whole. ``cached + pos`` must not exceed ``n_ctx``.
         """
+        # An empty batch or sequence has nothing to predict; say so before the blocks
+        # fail on it with a reshape error. (Dtype, rank, n_ctx and ids: Embed, pos_embed.)
+        if isinstance(tokens, Tensor) and tokens.ndim == 2 and 0 in tokens.shape:
+            raise ValueError(
+                f"tokens: expected shape [batch >= 1, pos >= 1], got {tuple(tokens.shape)}"
+            )
         offset = 0
         if kv_cache is not None:
             offset = self._check_kv_cache(kv_cache)
