@@ -187,7 +187,9 @@ def smoke(session: nox.Session) -> None:
     session.install(*sorted(third_party))
     # The tfs packages from dist/ alone: no index, and tfs-decoder's == pins must find the
     # siblings there.
-    session.install("--no-index", "--find-links", str(DIST), "tfs-decoder")
+    # No cache: a wheel built earlier under the same version must not stand in for dist/'s.
+    no_cache = "--no-cache" if session.venv_backend == "uv" else "--no-cache-dir"
+    session.install("--no-index", no_cache, "--find-links", str(DIST), "tfs-decoder")
     session.run("python", str(ROOT / "scripts" / "check_installed.py"), str(ROOT))
     with tempfile.TemporaryDirectory(prefix="tfs-smoke-") as where:
         session.chdir(where)
