@@ -200,6 +200,22 @@ def _check_finite_weights(model: nn.Module, step: int) -> None:
         )
 
 
+def _check_before_save(
+    model: nn.Module, window_loss: Tensor, window_steps: int, step: int, info: DistInfo | None
+) -> None:
+    """Check what the logging steps have not yet checked, the loss of the steps since the
+    last log (summed over the ranks of ``info``; this rank's alone when ``None``), and the
+    weights, so that a diverged model never reaches a checkpoint."""
+    if window_steps:
+        loss = window_loss.clone()
+        ranks = 1
+        if info is not None:
+            all_reduce_sum(loss, info)
+            ranks = info.world_size
+        _check_finite(loss.item() / window_steps / ranks, step)
+    _check_finite_weights(model, step)
+
+
 def _dropout_seed(seed: int, step: int, rank: int) -> int:
     """The global RNG's seed for step ``step`` on ``rank``: a pure function, so a resumed
     run draws the same dropout masks as an uninterrupted one, and ranks draw different ones."""
@@ -559,13 +575,8 @@ def _train(
                 config.checkpoint_interval and step % config.checkpoint_interval == 0
             )
             if do_checkpoint:
-                # Steps since the last log have not been checked yet: check them (and the
-                # weights) before the checkpoint, so a diverged model is never saved.
-                if window_steps:
-                    unchecked = window_loss.clone()
-                    all_reduce_sum(unchecked, info)
-                    _check_finite(unchecked.item() / window_steps / info.world_size, step)
-                _check_finite_weights(model, step)
+                # Every rank is here: the unlogged steps' loss is summed over the ranks.
+                _check_before_save(model, window_loss, window_steps, step, info)
                 if main:
                     last_checkpoint = save(step)
                     saved_step = step
@@ -574,9 +585,8 @@ def _train(
             if interrupt.set:
                 bar.close()
                 if main and saved_step != step:
-                    if window_steps:  # this rank's unchecked steps (no collective here)
-                        _check_finite(window_loss.item() / window_steps, step)
-                    _check_finite_weights(model, step)
+                    # Only rank 0 is here: no collective, its own unlogged steps only.
+                    _check_before_save(model, window_loss, window_steps, step, None)
                     last_checkpoint = save(step)
                 raise TrainingInterrupted(step, last_checkpoint)
     bar.close()
