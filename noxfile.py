@@ -61,7 +61,7 @@ def _define(
     kind: str,
     groups: tuple[str, ...],
     command: list[str],
-    examples_command: list[str],
+    examples_commands: list[list[str]],
     extra: tuple[str, ...] = (),
 ) -> None:
     for package in PACKAGES:
@@ -76,7 +76,8 @@ def _define(
     def examples(session: nox.Session) -> None:
         # tfs-decoder brings its three siblings: the examples use all four packages.
         _install(session, "tfs-decoder", *groups)
-        session.run(*examples_command, *session.posargs)
+        for examples_command in examples_commands:
+            session.run(*examples_command, *session.posargs)
 
     @nox.session(name=kind, venv_backend="none")
     def umbrella(session: nox.Session) -> None:
@@ -84,12 +85,16 @@ def _define(
             session.notify(f"{kind}-{name}")
 
 
-_define("tests", ("test",), ["pytest", "{where}/tests"], ["pytest", "examples"], extra=("scripts",))
+_define(
+    "tests", ("test",), ["pytest", "{where}/tests"], [["pytest", "examples"]], extra=("scripts",)
+)
+# The repository's conftest.py (fixtures shared by every package's tests) is checked on its
+# own: mypy cannot take two top-level modules named conftest in one run.
 _define(
     "typecheck",
     ("typecheck",),
     ["mypy", "{where}/src", "{where}/tests"],
-    ["mypy", "examples"],
+    [["mypy", "examples"], ["mypy", "conftest.py"]],
     extra=("scripts",),
 )
 

@@ -1,0 +1,198 @@
+"""Fixtures for the tests of every package (pytest reads this file for any test path below
+the repository root, including the smoke session's run against installed wheels).
+
+* ``intra_op_threads``: each package's own conftest.py pins one intra-op thread, since its
+  tiny models only lose time to a second one. The component tests also run at two
+  threads, where torch splits large elementwise ops, reductions and index ops across
+  threads as a user's default setting does on any multi-core machine: their module names
+  the fixture, ``pytestmark = pytest.mark.usefixtures("intra_op_threads")``.
+* ``check_fast_op``: a fast op (written-out backward, chunks, fused products) against
+  its plain formula at the thread count in force, and reproducible to the bit.
+* ``check_autodiff`` and ``float64_params``: second derivatives and ``torch.func``
+  transforms of a module, the same checks for every package.
+
+torch is imported inside the functions: the scripts' tests run without it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor
+
+# float64 throughout; written-out backward passes and the formulas sum in other orders.
+RTOL, ATOL = 1e-9, 1e-12
+
+
+@pytest.fixture(scope="module", params=[1, 2], ids=["1-thread", "2-threads"])
+def intra_op_threads(request: pytest.FixtureRequest) -> Iterator[int]:
+    """Runs every test of the module once at one intra-op thread and once at two."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(request.param)
+    yield request.param
+    torch.set_num_threads(before)
+
+
+Fn = Callable[[dict[str, "Tensor"], dict[str, "Tensor"]], "Tensor"]
+
+
+def _check_autodiff(
+    fn: Fn,
+    params: dict[str, Tensor],
+    inputs: dict[str, Tensor],
+    *,
+    fast_gradgradcheck: bool = False,
+) -> None:
+    """Second derivatives and ``torch.func`` transforms of ``fn(params, inputs)``, float64.
+
+    ``inputs`` are batched along their first axis (integer ids or floats); the floating
+    ones are differentiated as the parameters are. Checked:
+
+    * ``gradgradcheck`` over every differentiated tensor (``fast_gradgradcheck``: torch's
+      random-projection mode, for models with hundreds of parameters);
+    * ``torch.func.jacrev`` and ``torch.func.jvp`` against the Jacobian that ordinary
+      autograd gives (``torch.autograd.functional.jacobian``: one backward pass per
+      output, through the written-out backward passes), and so does that Jacobian with
+      ``vectorize=True``, which runs the backward passes under ``vmap``;
+    * with parameters: ``torch.func.grad`` of a loss with respect to them against
+      ``torch.autograd.grad``, and per-sample gradients, ``vmap(grad(...))`` over the
+      batch, against a loop of ``torch.autograd.grad`` over one-sample batches.
+    """
+    import torch
+    from torch.func import grad, jacrev, jvp, vmap
+
+    primals = {**params, **{k: v for k, v in inputs.items() if v.is_floating_point()}}
+    names = list(primals)
+
+    def call(values: dict[str, Tensor]) -> Tensor:
+        return fn({k: values[k] for k in params}, {k: values.get(k, v) for k, v in inputs.items()})
+
+    def call_positional(*values: Tensor) -> Tensor:
+        return call(dict(zip(names, values, strict=True)))
+
+    def loss(p: dict[str, Tensor], x: dict[str, Tensor]) -> Tensor:
+        return fn(p, x).tanh().sum()  # a loss with a non-zero second derivative
+
+    def close(got: Tensor, want: Tensor, what: str) -> None:
+        torch.testing.assert_close(got, want, rtol=RTOL, atol=ATOL, msg=what)
+
+    leaves = tuple(primals[k].detach().requires_grad_() for k in names)
+    if fast_gradgradcheck:
+        # One flat vector of every differentiated entry: one random projection in all,
+        # where torch's fast mode would take one per tensor.
+        sizes = [t.numel() for t in leaves]
+
+        def call_flat(flat: Tensor) -> Tensor:
+            pieces = torch.split(flat, sizes)
+            return call_positional(*(p.view(t.shape) for p, t in zip(pieces, leaves, strict=True)))
+
+        flat = torch.cat([t.detach().reshape(-1) for t in leaves]).requires_grad_()
+        assert torch.autograd.gradgradcheck(call_flat, (flat,), fast_mode=True)
+    else:
+        assert torch.autograd.gradgradcheck(call_positional, leaves)
+
+    by_output = torch.autograd.functional.jacobian(call_positional, leaves)  # type: ignore[no-untyped-call]
+    jacobian = dict(zip(names, by_output, strict=True))
+    # vectorize=True vmaps the backward pass itself (as is_grads_batched=True does).
+    batched = torch.autograd.functional.jacobian(call_positional, leaves, vectorize=True)  # type: ignore[no-untyped-call]
+    for name, got in zip(names, batched, strict=True):
+        close(got, jacobian[name], f"jacobian(vectorize=True), {name}")
+    for name, got in jacrev(call)(primals).items():
+        close(got, jacobian[name], f"jacrev, {name}")
+    generator = torch.Generator().manual_seed(0)
+    tangents = {
+        k: torch.randn(v.shape, generator=generator, dtype=v.dtype) for k, v in primals.items()
+    }
+    out, jvp_out = jvp(call, (primals,), (tangents,))[:2]
+    expected = sum(
+        (jacobian[k].flatten(out.ndim) @ tangents[k].flatten()).view(out.shape) for k in names
+    )
+    assert isinstance(expected, torch.Tensor)
+    close(jvp_out, expected, "jvp")
+
+    if not params:
+        return
+    leaf_params = {k: v.detach().requires_grad_() for k, v in params.items()}
+
+    def autograd_grads(x: dict[str, Tensor]) -> tuple[Tensor, ...]:
+        return torch.autograd.grad(loss(leaf_params, x), list(leaf_params.values()))
+
+    got_grads = grad(loss)(params, inputs)
+    for (name, got), want in zip(got_grads.items(), autograd_grads(inputs), strict=True):
+        close(got, want, f"grad, {name}")
+
+    def one_sample(p: dict[str, Tensor], x: dict[str, Tensor]) -> Tensor:
+        return loss(p, {k: v[None] for k, v in x.items()})
+
+    per_sample = vmap(grad(one_sample), in_dims=(None, 0))(params, inputs)
+    for i in range(next(iter(inputs.values())).shape[0]):
+        want_i = autograd_grads({k: v[i : i + 1] for k, v in inputs.items()})
+        for (name, got), want in zip(per_sample.items(), want_i, strict=True):
+            close(got[i], want, f"per-sample gradient {i}, {name}")
+
+
+def _check_fast_op(
+    fast: Callable[..., Tensor],
+    formula: Callable[..., Tensor],
+    inputs: tuple[Tensor, ...],
+    *,
+    rtol: float,
+    atol: float,
+) -> None:
+    """A fast op against its formula, in the conditions users run it: float32 inputs
+    large enough for torch to split the work across the intra-op threads the fixture above
+    sets. Outputs and gradients (for a random output gradient) agree within the stated
+    tolerances, and two runs of the fast op give the same bits, forward and backward."""
+    import torch
+
+    leaves = [t.detach().requires_grad_(t.is_floating_point()) for t in inputs]
+    wanted = [t for t in leaves if t.requires_grad]
+    out = fast(*leaves)
+    generator = torch.Generator().manual_seed(0)
+    grad_out = torch.randn(out.shape, generator=generator, dtype=out.dtype)
+    grads = torch.autograd.grad(out, wanted, grad_out)
+    expected = formula(*leaves)
+    torch.testing.assert_close(out, expected, rtol=rtol, atol=atol)
+    for got, want in zip(grads, torch.autograd.grad(expected, wanted, grad_out), strict=True):
+        torch.testing.assert_close(got, want, rtol=rtol, atol=atol)
+    again = fast(*leaves)
+    assert torch.equal(again, out), "the forward pass differs between two identical calls"
+    for got, first in zip(torch.autograd.grad(again, wanted, grad_out), grads, strict=True):
+        assert torch.equal(got, first), "the backward pass differs between two identical calls"
+
+
+def _float64_params(module: torch.nn.Module, seed: int = 0) -> dict[str, Tensor]:
+    """The module's parameters by name, as new float64 tensors drawn from N(0, 0.5^2), so
+    that biases are not zero and LayerNorm gains not one: every parameter matters."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    return {
+        name: 0.5 * torch.randn(p.shape, generator=generator, dtype=torch.float64)
+        for name, p in module.named_parameters()
+    }
+
+
+@pytest.fixture
+def check_autodiff() -> Callable[..., None]:
+    """:func:`_check_autodiff`, for the tests of any package."""
+    return _check_autodiff
+
+
+@pytest.fixture
+def check_fast_op() -> Callable[..., None]:
+    """:func:`_check_fast_op`, for the tests of any package."""
+    return _check_fast_op
+
+
+@pytest.fixture
+def float64_params() -> Callable[..., dict[str, Tensor]]:
+    """:func:`_float64_params`, for the tests of any package."""
+    return _float64_params
