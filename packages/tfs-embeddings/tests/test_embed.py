@@ -6,20 +6,24 @@ gradients are compared exactly (atol = rtol = 0) unless a test says otherwise.
 
 Under the test hook (conftest.py) a wrong dtype or rank is rejected by jaxtyping before the
 body runs; ``inspect.unwrap(Embed.forward)`` reaches the body's own checks, which are what a
-user without the hook sees.
+user without the hook sees. Every test runs at one and at two intra-op threads.
 """
 
 from __future__ import annotations
 
 import inspect
 import re
+from collections.abc import Callable
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.func import functional_call
 
 from tfs_embeddings import Embed
+
+pytestmark = pytest.mark.usefixtures("intra_op_threads")
 
 
 def _tokens(batch: int, pos: int, d_vocab: int, seed: int = 0) -> Tensor:
@@ -200,6 +204,24 @@ def test_gradient_reaches_only_the_rows_used() -> None:
     assert torch.count_nonzero(grad[unused]) == 0
     assert torch.all(grad[[1, 4, 7]].abs().sum(-1) > 0)
     torch.testing.assert_close(grad[4], upstream[0, 1] + upstream[0, 2] + upstream[1, 2])
+
+
+def test_gradient_is_reproducible_where_threads_split_the_work(
+    check_fast_op: Callable[..., None],
+) -> None:
+    """4,096 ids from 50, so each row of W_E sums about 80 positions' gradients, width 64.
+    Against ``one_hot(tokens) @ W_E`` (atol = rtol = 1e-5: the sums run in another order),
+    and two backward passes give the same bits. (``W_E[tokens]``, whose backward adds the
+    rows of repeated ids in whatever order the threads reach them, gave 20 different
+    gradients in 20 passes at two threads.)"""
+    embed = Embed(d_vocab=50, d_model=64)
+    check_fast_op(
+        lambda tokens, W_E: functional_call(embed, {"W_E": W_E}, (tokens,)),
+        lambda tokens, W_E: F.one_hot(tokens, 50).to(W_E.dtype) @ W_E,
+        (_tokens(32, 128, 50), embed.W_E),
+        rtol=1e-5,
+        atol=1e-5,
+    )
 
 
 def test_inputs_are_not_mutated() -> None:

@@ -20,6 +20,8 @@ from torch import Tensor, nn
 
 from tfs_embeddings import LearnedPositionalEmbedding, SinusoidalPositionalEncoding
 
+pytestmark = pytest.mark.usefixtures("intra_op_threads")
+
 PositionalModule = LearnedPositionalEmbedding | SinusoidalPositionalEncoding
 
 

@@ -17,6 +17,8 @@ from torch import Tensor, nn
 
 from tfs_embeddings import Unembed
 
+pytestmark = pytest.mark.usefixtures("intra_op_threads")
+
 ATOL = 1e-5
 RTOL = 1e-5
 

@@ -23,8 +23,15 @@ def check_tokens(tokens: Tensor, *, n_ctx: int | None = None, d_vocab: int | Non
         raise ValueError(f"tokens: expected shape [batch, pos], got {tuple(tokens.shape)}")
     if n_ctx is not None and tokens.shape[1] > n_ctx:
         raise ValueError(f"tokens: expected at most n_ctx={n_ctx} positions, got {tokens.shape[1]}")
-    # The range check reads the values; skipped under torch.compile, which cannot branch on them.
-    if d_vocab is not None and tokens.numel() > 0 and not torch.compiler.is_compiling():
+    # The range check reads the values: skipped under torch.compile, which cannot branch on
+    # them, and under torch.func transforms, where vmap cannot read them; an id out of range
+    # then fails in the lookup itself.
+    if (
+        d_vocab is not None
+        and tokens.numel() > 0
+        and not torch.compiler.is_compiling()
+        and not torch._C._are_functorch_transforms_active()
+    ):
         low, high = int(tokens.min()), int(tokens.max())
         if low < 0 or high >= d_vocab:
             bad = low if low < 0 else high

@@ -39,8 +39,11 @@ class Embed(nn.Module):
 
     def forward(self, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos d_model"]:
         check_tokens(tokens, d_vocab=self.d_vocab)
-        # int8/int16 cannot index a tensor, and a uint8 index would be read as a boolean mask.
-        return self.W_E[tokens.long()]
+        # index_select, not W_E[tokens]: its backward (index_add_) sums the rows of a
+        # repeated token in a fixed order, so the gradient is the same at any thread count;
+        # indexing's backward adds them in whatever order the threads reach them.
+        rows = torch.index_select(self.W_E, 0, tokens.reshape(-1).long())
+        return rows.view(*tokens.shape, self.d_model)
 
     def extra_repr(self) -> str:
         return f"d_vocab={self.d_vocab}, d_model={self.d_model}"
