@@ -2,10 +2,12 @@
 
 Tolerances (float32): values atol 1e-6, rtol 1e-6 (the largest difference measured over
 [-20, 20] and the extra points below was 2.4e-7); gradients atol 1e-5, rtol 1e-5 (measured
-1.1e-6). float64: atol 1e-12.
+1.1e-6). float64: atol 1e-12. Every test runs at one and at two intra-op threads.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -16,6 +18,9 @@ from torch import Tensor
 
 import tfs_mlp.activations as activations
 from tfs_mlp import ACTIVATIONS, gelu, relu
+from tfs_mlp.activations import gelu_formula
+
+pytestmark = pytest.mark.usefixtures("intra_op_threads")
 
 VALUE_ATOL, VALUE_RTOL = 1e-6, 1e-6
 GRAD_ATOL, GRAD_RTOL = 1e-5, 1e-5
@@ -159,3 +164,13 @@ def test_gelu_in_chunks_equals_one_piece(monkeypatch: pytest.MonkeyPatch) -> Non
     torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-6)
     (got_grad,) = torch.autograd.grad(got.sum(), x)
     torch.testing.assert_close(got_grad, expected_grad, atol=GRAD_ATOL, rtol=GRAD_RTOL)
+
+
+def test_gelu_equals_its_formula_where_threads_split_the_work(
+    check_fast_op: Callable[..., None],
+) -> None:
+    """2 ** 20 + 5 elements: two full chunks and a short one, each split across threads;
+    against gelu_formula (the tanh form as written) at the gradient tolerance above, and
+    two runs give the same bits."""
+    x = 4.0 * torch.randn(2**20 + 5, generator=torch.Generator().manual_seed(0))
+    check_fast_op(gelu, gelu_formula, (x,), rtol=GRAD_RTOL, atol=GRAD_ATOL)

@@ -21,6 +21,8 @@ from torch import Tensor, nn
 
 from tfs_mlp import MLP
 
+pytestmark = pytest.mark.usefixtures("intra_op_threads")
+
 ATOL, RTOL = 1e-5, 1e-5
 
 REFERENCE_ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {

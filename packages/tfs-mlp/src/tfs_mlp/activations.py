@@ -9,6 +9,17 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from tfs_mlp._backward import formula_needed
+
+
+def gelu_formula(x: Float[Tensor, "*shape"]) -> Float[Tensor, "*shape"]:
+    """GELU's tanh form as written, ``0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))``,
+    differentiated by autograd: the definition :func:`gelu` computes faster, the path it
+    takes under ``torch.func`` transforms and for second derivatives, and the oracle its
+    tests compare with."""
+    return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
+
+
 # 0.5 (1 + tanh(u)) = sigmoid(2u), so GELU's tanh form is x * sigmoid(x (A + B x^2)) with
 # 2u = x (A + B x^2): A = 2 sqrt(2/pi), B = 0.044715 A. Sigmoid is several times faster than
 # tanh on CPU, and the product needs fewer passes over the tensor.
@@ -27,6 +38,11 @@ class _Gelu(torch.autograd.Function):
     ``y = x s`` with ``s = sigmoid(x (A + B x^2))``, and
     ``dy/dx = s + x s (1 - s) (A + 3 B x^2) = s (1 + u - u s)`` with
     ``u = x (A + 3 B x^2)``.
+
+    When the gradient is itself to be differentiated (``create_graph=True``, so grad mode
+    is on in ``backward``), or under a ``torch.func`` transform of the backward pass,
+    backward differentiates :func:`gelu_formula` instead, which autograd can differentiate
+    again.
     """
 
     @staticmethod
@@ -38,9 +54,11 @@ class _Gelu(torch.autograd.Function):
         return y
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx: torch.autograd.function.FunctionCtx, grad: Tensor) -> Tensor:
         x: Tensor = ctx.saved_tensors[0]  # type: ignore[attr-defined]
+        if formula_needed(grad):
+            grad_x: Tensor = torch.func.vjp(gelu_formula, x)[1](grad)[0]
+            return grad_x
         grad_x = x.new_empty(x.shape)  # contiguous, so its chunks are views
         for xs, gs, out in zip(*(_chunks(t) for t in (x, grad, grad_x)), strict=True):
             s = _gate(xs)
@@ -70,8 +88,11 @@ def gelu(x: Float[Tensor, "*shape"]) -> Float[Tensor, "*shape"]:
     Hendrycks and Gimpel (2016), "Gaussian Error Linear Units", section 2; this is the
     form GPT-2 uses (transformers calls it "gelu_new"). Computed as the equal
     ``x sigmoid(2 sqrt(2/pi) (x + 0.044715 x^3))`` with a written-out derivative, which
-    keeps only ``x`` for the backward pass (see ``_Gelu``).
+    keeps only ``x`` for the backward pass (see ``_Gelu``). Under ``torch.func``
+    transforms (``grad``, ``vmap``, ``jvp``, ...) it is :func:`gelu_formula`.
     """
+    if torch._C._are_functorch_transforms_active():
+        return gelu_formula(x)
     y: Tensor = _Gelu.apply(x)  # type: ignore[no-untyped-call]
     return y
 
