@@ -23,6 +23,8 @@ from torch import Tensor, nn
 
 from tfs_attention import KVCache, MultiHeadAttention
 
+pytestmark = pytest.mark.usefixtures("intra_op_threads")
+
 ATOL = 1e-5
 RTOL = 1e-5
 

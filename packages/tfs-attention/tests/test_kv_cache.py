@@ -19,6 +19,8 @@ from torch import Tensor
 
 from tfs_attention import KVCache, MultiHeadAttention
 
+pytestmark = pytest.mark.usefixtures("intra_op_threads")
+
 ATOL = RTOL = 1e-5
 
 

@@ -1,15 +1,21 @@
 """qkv_projection (one product, written-out backward) against the per-head formula.
 
-Reference: ``x W[h] + b[h]`` per head by einsum, differentiated by autograd. Tolerance:
-fp32 atol = rtol = 1e-5; float64 gradcheck for the hand-written backward.
+Reference: ``qkv_formula``, ``x W[h] + b[h]`` per head by einsum, differentiated by autograd.
+Tolerance: fp32 atol = rtol = 1e-5; float64 gradcheck for the hand-written backward. Every
+test runs at one and at two intra-op threads.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import pytest
 import torch
 from torch import Tensor
 
-from tfs_attention.qkv_projection import qkv_projection
+from tfs_attention.qkv_projection import qkv_formula, qkv_projection
+
+pytestmark = pytest.mark.usefixtures("intra_op_threads")
 
 
 def parameters(dtype: torch.dtype = torch.float32) -> list[Tensor]:
@@ -19,13 +25,10 @@ def parameters(dtype: torch.dtype = torch.float32) -> list[Tensor]:
 
 
 def test_outputs_and_gradients_equal_the_per_head_formula() -> None:
-    x, W_Q, W_K, W_V, b_Q, b_K, b_V = inputs = parameters()
+    inputs = parameters()
     got = qkv_projection(*inputs)
     assert got.shape == (5, 3, 3, 4)  # [rows, q/k/v, head, d_head]
-    expected = torch.stack(
-        [torch.einsum("rd,hde->rhe", x, W) + b for W, b in ((W_Q, b_Q), (W_K, b_K), (W_V, b_V))],
-        dim=1,
-    )
+    expected = qkv_formula(*inputs)
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
     grad = torch.randn(got.shape, generator=torch.Generator().manual_seed(1))
     for a, b in zip(
@@ -41,7 +44,9 @@ def test_gradcheck_in_float64() -> None:
 
 
 def test_only_the_input_and_the_parameters_are_kept() -> None:
-    """The side-by-side weight matrix is rebuilt in backward, not kept per layer."""
+    """The side-by-side weight matrix is rebuilt in backward, not kept per layer; the
+    inputs themselves are kept, since a backward with ``create_graph=True`` differentiates
+    the formula from them."""
     inputs = parameters()
     saved: list[Tensor] = []
 
@@ -51,4 +56,16 @@ def test_only_the_input_and_the_parameters_are_kept() -> None:
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         qkv_projection(*inputs)
-    assert [id(t) for t in saved] == [id(t) for t in inputs[:4]]
+    assert [id(t) for t in saved] == [id(t) for t in inputs]
+
+
+def test_equals_the_formula_where_threads_split_the_work(
+    check_fast_op: Callable[..., None],
+) -> None:
+    """4,096 rows of width 64 (the products and the bias sums are split across threads),
+    and two runs give the same bits. rtol 1e-5, atol 1e-4: the gradient of x sums 192
+    products of unit size in another order (measured up to 1.7e-5 apart)."""
+    g = torch.Generator().manual_seed(0)
+    shapes = [(4096, 64), (4, 64, 16), (4, 64, 16), (4, 64, 16), (4, 16), (4, 16), (4, 16)]
+    inputs = tuple(torch.randn(s, generator=g) for s in shapes)
+    check_fast_op(qkv_projection, qkv_formula, inputs, rtol=1e-5, atol=1e-4)

@@ -1,24 +1,33 @@
 """softmax_attention (blocks of destinations, written-out backward) against the formula.
 
-Reference: ``softmax(q k^T + mask) v`` in one piece, differentiated by autograd, with rows
+Reference: ``attention_pattern(q, k) @ v``, the formula in one piece, differentiated by
+autograd; attention_pattern itself against ``softmax(q k^T + mask)`` written here, with rows
 that see no source set to zero. Tolerance: fp32 atol = rtol = 1e-5 for outputs and
 gradients (the blocked form sums the same terms in another order); float64 gradcheck
-for the hand-written backward.
+for the hand-written backward. Every test runs at one and at two intra-op threads.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import pytest
 import torch
 from torch import Tensor
 
 import tfs_attention.softmax_attention as module
-from tfs_attention.softmax_attention import softmax_attention
+from tfs_attention.softmax_attention import attention_pattern, softmax_attention
+
+pytestmark = pytest.mark.usefixtures("intra_op_threads")
 
 ATOL = RTOL = 1e-5
 
 
 def reference(q: Tensor, k: Tensor, v: Tensor, causal: bool, keep: Tensor | None) -> Tensor:
+    return attention_pattern(q, k, causal=causal, attention_mask=keep) @ v
+
+
+def masked_softmax(q: Tensor, k: Tensor, causal: bool, keep: Tensor | None) -> Tensor:
     n_dest, n_src = q.shape[2], k.shape[2]
     hidden = torch.zeros(n_dest, n_src, dtype=torch.bool)
     if causal:
@@ -26,7 +35,23 @@ def reference(q: Tensor, k: Tensor, v: Tensor, causal: bool, keep: Tensor | None
     if keep is not None:
         hidden = hidden | ~keep[:, None, None, :]
     pattern = torch.softmax((q @ k.transpose(-1, -2)).masked_fill(hidden, float("-inf")), -1)
-    return torch.nan_to_num(pattern) @ v
+    return torch.nan_to_num(pattern)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize(("n_dest", "n_src"), [(7, 7), (1, 9), (5, 12)])
+def test_attention_pattern_is_the_masked_softmax(causal: bool, n_dest: int, n_src: int) -> None:
+    keep = torch.ones(2, n_src, dtype=torch.bool)
+    keep[0, : n_src // 2 + 1] = False  # early destinations of sequence 0 see nothing
+    q, k, _ = inputs(n_dest, n_src)
+    pattern = attention_pattern(q, k, causal=causal, attention_mask=keep)
+    torch.testing.assert_close(pattern, masked_softmax(q, k, causal, keep), atol=0.0, rtol=0.0)
+    torch.testing.assert_close(
+        attention_pattern(q, k, causal=causal),
+        masked_softmax(q, k, causal, None),
+        atol=0.0,
+        rtol=0.0,
+    )
 
 
 def inputs(n_dest: int, n_src: int, dtype: torch.dtype = torch.float32) -> list[Tensor]:
@@ -85,3 +110,20 @@ def test_no_dest_by_src_tensor_is_kept_for_backward() -> None:
         softmax_attention(q, k, v, causal=True)
     assert saved
     assert all(shape[-1] == 4 for shape in saved), saved
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_equals_the_formula_where_threads_split_the_work(
+    causal: bool, check_fast_op: Callable[..., None]
+) -> None:
+    """4 sequences x 4 heads x 256 positions (8 blocks of destinations), d_head 16;
+    atol = rtol = 1e-5 as above, and two runs give the same bits."""
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(4, 4, 256, 16, generator=g) / 2 for _ in "qkv")
+    check_fast_op(
+        lambda q, k, v: softmax_attention(q, k, v, causal=causal),
+        lambda q, k, v: reference(q, k, v, causal, None),
+        (q, k, v),
+        rtol=1e-5,
+        atol=1e-5,
+    )

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from tfs_attention.kv_cache import KVCache
 from tfs_attention.qkv_projection import qkv_projection
-from tfs_attention.softmax_attention import softmax_attention
+from tfs_attention.softmax_attention import attention_pattern, hidden_positions, softmax_attention
 
 BACKENDS = ("manual", "sdpa")
 
@@ -55,7 +55,9 @@ class MultiHeadAttention(nn.Module):
             ``"sdpa"`` hands the softmax and the weighted sum to
             ``torch.nn.functional.scaled_dot_product_attention`` (fused kernels, tested
             equal); it never forms the pattern, so while a hook is attached to
-            ``hook_pattern`` the manual path runs instead.
+            ``hook_pattern`` the manual path runs instead. torch differentiates some of
+            those kernels only once (second derivatives raise); the manual path supports
+            second derivatives and ``torch.func`` transforms.
 
     Shapes:
         x ``[batch, pos, d_model]``, attention_mask ``[batch, src]`` -> ``[batch, pos, d_model]``.
@@ -168,24 +170,17 @@ class MultiHeadAttention(nn.Module):
         v: Float[Tensor, "batch head src d_head"],
         attention_mask: Tensor | None,
     ) -> Float[Tensor, "batch head dest d_head"]:
-        """``z_h = softmax(q_h k_h^T / sqrt(d_head) + mask) v_h``, written out.
+        """``z_h = softmax(q_h k_h^T / sqrt(d_head) + mask) v_h``.
 
-        Step by step while the pattern is needed (a hook on ``hook_pattern``, or attention
-        dropout in training); otherwise by :func:`softmax_attention`, which computes the
-        same with a written-out backward pass.
+        Step by step (:func:`attention_pattern`, then ``@ v``) while the pattern itself is
+        needed (a hook on ``hook_pattern``, or attention dropout in training); otherwise by
+        :func:`softmax_attention`, which computes the same with a written-out backward pass.
         """
         q = q * (1.0 / math.sqrt(self.d_head))
         dropping = self.training and self.dropout > 0
         if not dropping and not _has_hooks(self.hook_pattern):
             return softmax_attention(q, k, v, causal=self.causal, attention_mask=attention_mask)
-        scores = q @ k.transpose(-1, -2)
-        hidden = self._hidden(q.shape[-2], k.shape[-2], q.device, attention_mask)
-        if hidden is not None:
-            scores = scores.masked_fill_(hidden, float("-inf"))
-        pattern = torch.softmax(scores, dim=-1)
-        if attention_mask is not None and hidden is not None:
-            # Rows with no visible source are NaN after softmax; they attend to nothing.
-            pattern = pattern.masked_fill(hidden, 0.0)
+        pattern = attention_pattern(q, k, causal=self.causal, attention_mask=attention_mask)
         pattern = F.dropout(self.hook_pattern(pattern), p=self.dropout, training=self.training)
         return pattern @ v
 
@@ -201,34 +196,13 @@ class MultiHeadAttention(nn.Module):
         dropout = self.dropout if self.training else 0.0
         if attention_mask is None and (not self.causal or n_dest == n_src):
             return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=self.causal)
-        hidden = self._hidden(n_dest, n_src, q.device, attention_mask)
+        hidden = hidden_positions(
+            n_dest, n_src, causal=self.causal, attention_mask=attention_mask, device=q.device
+        )
         assert hidden is not None
         z = F.scaled_dot_product_attention(q, k, v, attn_mask=~hidden, dropout_p=dropout)
         # A destination with no visible source attends to nothing, as in _attend.
         return z.masked_fill(hidden.all(dim=-1, keepdim=True), 0.0)
-
-    def _hidden(
-        self,
-        n_dest: int,
-        n_src: int,
-        device: torch.device,
-        attention_mask: Tensor | None,
-    ) -> Tensor | None:
-        """Which (dest, src) pairs may not attend, broadcastable to ``[batch, head, dest, src]``.
-
-        Computed per call (``n_dest x n_src`` booleans), so no layer keeps an
-        ``n_ctx x n_ctx`` buffer.
-        """
-        hidden: Tensor | None = None
-        if self.causal:
-            # Destinations are the last n_dest positions of the n_src visible ones.
-            hidden = torch.ones(n_dest, n_src, dtype=torch.bool, device=device).triu(
-                diagonal=n_src - n_dest + 1
-            )
-        if attention_mask is not None:
-            padding = ~attention_mask[:, None, None, :]
-            hidden = padding if hidden is None else hidden | padding
-        return hidden
 
     def extra_repr(self) -> str:
         return (

@@ -1,15 +1,71 @@
-"""The attention core ``z = softmax(q k^T + mask) v``, in blocks of destinations, with its
-backward pass written out."""
+"""The attention core ``z = softmax(q k^T + mask) v``: the formula, and the same in blocks of
+destinations with its backward pass written out."""
 
 from __future__ import annotations
 
 import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
-from torch.autograd.function import FunctionCtx, once_differentiable
+from torch.autograd.function import FunctionCtx
+
+from tfs_attention._backward import formula_needed
 
 BLOCK = 32
 """Destinations per block (measured on a 2-core CPU at pos 128-1024: 16 to 32 fastest)."""
+
+
+def hidden_positions(
+    n_dest: int,
+    n_src: int,
+    *,
+    causal: bool,
+    attention_mask: Bool[Tensor, "batch src"] | None,
+    device: torch.device,
+) -> Bool[Tensor, "*shape"] | None:
+    """Which (dest, src) pairs may not attend, broadcastable to ``[batch, head, dest, src]``;
+    ``None`` when every pair may.
+
+    The destinations are the last ``n_dest`` of the ``n_src`` positions. Computed per call
+    (``n_dest x n_src`` booleans), so no layer keeps an ``n_ctx x n_ctx`` buffer.
+    """
+    hidden: Tensor | None = None
+    if causal:
+        hidden = torch.ones(n_dest, n_src, dtype=torch.bool, device=device).triu(
+            diagonal=n_src - n_dest + 1
+        )
+    if attention_mask is not None:
+        padding = ~attention_mask[:, None, None, :]
+        hidden = padding if hidden is None else hidden | padding
+    return hidden
+
+
+def attention_pattern(
+    q: Float[Tensor, "batch head dest d_head"],
+    k: Float[Tensor, "batch head src d_head"],
+    *,
+    causal: bool,
+    attention_mask: Bool[Tensor, "batch src"] | None = None,
+) -> Float[Tensor, "batch head dest src"]:
+    """``A = softmax(q k^T + mask)`` per head, with ``-inf`` in the mask where
+    :func:`hidden_positions` hides a source; a destination that sees no source at all gets
+    a row of zeros (it attends to nothing), not the NaN of ``softmax`` over ``-inf``.
+
+    ``A v`` is the formula :func:`softmax_attention` computes faster; this step-by-step
+    form, differentiated by autograd, is the path taken where the pattern itself is wanted
+    (a hook, attention dropout), under ``torch.func`` transforms and for second
+    derivatives, and the oracle the tests compare with.
+    """
+    scores = q @ k.transpose(-1, -2)
+    hidden = hidden_positions(
+        q.shape[-2], k.shape[-2], causal=causal, attention_mask=attention_mask, device=q.device
+    )
+    if hidden is not None:
+        scores = scores.masked_fill(hidden, float("-inf"))
+    pattern = torch.softmax(scores, dim=-1)
+    if attention_mask is not None and hidden is not None:
+        # Rows with no visible source are NaN after softmax; they attend to nothing.
+        pattern = pattern.masked_fill(hidden, 0.0)
+    return pattern
 
 
 def _blocks(n_dest: int, n_src: int, causal: bool) -> list[tuple[int, int, int]]:
@@ -64,34 +120,54 @@ class _SoftmaxAttention(torch.autograd.Function):
     keeps only ``q, k, v, z``; backward recomputes each block's pattern. So no
     ``[dest, src]`` tensor outlives its block: memory per layer grows with ``pos``, not
     ``pos^2``, at the price of one more ``q k^T`` product and softmax in backward.
+
+    The inputs are ``[batch * head, pos, d_head]``, reshaped before the call, so that what
+    is kept for backward is the function's own inputs: when the gradient is itself to be
+    differentiated (``create_graph=True``: grad mode is on in ``backward``), or under a
+    ``torch.func`` transform of the backward pass, backward differentiates
+    ``attention_pattern(q, k) @ v`` from them instead, which autograd can differentiate
+    again.
     """
 
     @staticmethod
     def forward(
-        ctx: FunctionCtx, q: Tensor, k: Tensor, v: Tensor, causal: bool, keep: Tensor | None
+        ctx: FunctionCtx,
+        q3: Tensor,
+        k3: Tensor,
+        v3: Tensor,
+        n_heads: int,
+        causal: bool,
+        keep: Tensor | None,
     ) -> Tensor:
-        batch, n_heads, n_dest, _ = q.shape
+        n_dest = q3.shape[1]
+        batch = q3.shape[0] // n_heads
         # Every product is a plain bmm over [batch * head, pos, d_head].
-        q3, k3, v3 = (t.reshape(batch * n_heads, t.shape[2], t.shape[3]) for t in (q, k, v))
         padding = None if keep is None else (~keep).repeat_interleave(n_heads, 0)[:, None, :]
         # z is laid out [batch, dest, head, d_head]: the caller concatenates the heads per
         # position, which is then a view, not a copy.
-        z = q.new_empty(batch, n_dest, n_heads, v.shape[-1])
-        for start, stop, end in _blocks(n_dest, k.shape[2], causal):
+        z = q3.new_empty(batch, n_dest, n_heads, v3.shape[-1])
+        for start, stop, end in _blocks(n_dest, k3.shape[1], causal):
             pattern = _block_pattern(q3, k3, start, stop, end, causal, padding)
             block = torch.bmm(pattern, v3[:, :end])
             z[:, start:stop] = block.view(batch, n_heads, stop - start, -1).transpose(1, 2)
-        ctx.causal, ctx.padding = causal, padding  # type: ignore[attr-defined]
+        ctx.causal, ctx.keep, ctx.padding = causal, keep, padding  # type: ignore[attr-defined]
         ctx.save_for_backward(q3, k3, v3, z)
         return z.transpose(1, 2)
 
     @staticmethod
-    @once_differentiable
-    def backward(ctx: FunctionCtx, grad_z: Tensor) -> tuple[Tensor, Tensor, Tensor, None, None]:
+    def backward(ctx: FunctionCtx, grad_z: Tensor) -> tuple[Tensor | None, ...]:
         q3, k3, v3, z = ctx.saved_tensors  # type: ignore[attr-defined]
         causal: bool = ctx.causal  # type: ignore[attr-defined]
         padding: Tensor | None = ctx.padding  # type: ignore[attr-defined]
         batch, n_heads, n_dest, d_head = grad_z.shape
+        if formula_needed(grad_z):
+            keep: Tensor | None = ctx.keep  # type: ignore[attr-defined]
+
+            def formula(q3: Tensor, k3: Tensor, v3: Tensor) -> Tensor:
+                q, k, v = (t.view(batch, n_heads, *t.shape[1:]) for t in (q3, k3, v3))
+                return attention_pattern(q, k, causal=causal, attention_mask=keep) @ v
+
+            return *torch.func.vjp(formula, q3, k3, v3)[1](grad_z), None, None, None
         row_sums = (grad_z * z.transpose(1, 2)).sum(dim=-1, keepdim=True)
         grad_z3 = grad_z.reshape(batch * n_heads, n_dest, d_head)
         row_sums = row_sums.reshape(batch * n_heads, n_dest, 1)
@@ -106,10 +182,7 @@ class _SoftmaxAttention(torch.autograd.Function):
             grad_scores.sub_(row_sums[:, start:stop]).mul_(pattern)
             grad_q[:, start:stop] = torch.bmm(grad_scores, k3[:, :end])
             grad_k[:, :end] += torch.bmm(grad_scores.transpose(1, 2), q3[:, start:stop])
-        grad_q, grad_k, grad_v = (
-            t.view(batch, n_heads, *t.shape[1:]) for t in (grad_q, grad_k, grad_v)
-        )
-        return grad_q, grad_k, grad_v, None, None
+        return grad_q, grad_k, grad_v, None, None, None
 
 
 def softmax_attention(
@@ -120,14 +193,19 @@ def softmax_attention(
     causal: bool,
     attention_mask: Bool[Tensor, "batch src"] | None = None,
 ) -> Float[Tensor, "batch head dest d_head"]:
-    """``softmax(q k^T + mask) v`` per head; ``q`` must already carry the ``1/sqrt(d_head)``.
+    """``attention_pattern(q, k) @ v``, i.e. ``softmax(q k^T + mask) v`` per head; ``q`` must
+    already carry the ``1/sqrt(d_head)``.
 
     The destinations are the last ``dest`` of the ``src`` positions. ``causal`` hides the
     sources after each destination, ``attention_mask`` (``True`` = may be attended to)
-    hides sources such as padding; a destination that sees no source gets zeros. The
-    pattern itself is never returned (nor kept): code that needs it, a hook or attention
-    dropout, uses the step-by-step form in :class:`~tfs_attention.MultiHeadAttention`,
-    which this is tested equal to.
+    hides sources such as padding; a destination that sees no source gets zeros. Computed
+    in blocks with a written-out backward (``_SoftmaxAttention``), which never keeps the
+    pattern; under ``torch.func`` transforms (``grad``, ``vmap``, ``jvp``, ...), by the
+    formula itself.
     """
-    z: Tensor = _SoftmaxAttention.apply(q, k, v, causal, attention_mask)  # type: ignore[no-untyped-call]
+    if torch._C._are_functorch_transforms_active():
+        return attention_pattern(q, k, causal=causal, attention_mask=attention_mask) @ v
+    batch, n_heads = q.shape[:2]
+    q3, k3, v3 = (t.reshape(batch * n_heads, t.shape[2], t.shape[3]) for t in (q, k, v))
+    z: Tensor = _SoftmaxAttention.apply(q3, k3, v3, n_heads, causal, attention_mask)  # type: ignore[no-untyped-call]
     return z
