@@ -18,6 +18,8 @@ from tfs_attention import KVCache, MultiHeadAttention
 from tfs_decoder import LayerNorm, ResidualBlock
 from tfs_mlp import MLP
 
+pytestmark = pytest.mark.usefixtures("intra_op_threads")
+
 ATOL = 1e-5
 RTOL = 1e-5
 D_MODEL = 16

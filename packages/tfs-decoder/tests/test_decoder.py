@@ -20,6 +20,8 @@ from tfs_decoder import Decoder, DecoderConfig, ResidualBlock, next_token_loss
 from tfs_embeddings import Embed, LearnedPositionalEmbedding
 from tfs_mlp import MLP
 
+pytestmark = pytest.mark.usefixtures("intra_op_threads")
+
 SMALL = DecoderConfig(
     d_vocab=50, d_model=32, n_heads=4, d_head=6, d_mlp=48, n_layers=2, n_ctx=16, init_std=0.02
 )

@@ -4,12 +4,13 @@ Mapping: ``F.layer_norm(x, (d_model,), weight=ln.w, bias=ln.b, eps=ln.eps)``.
 Weights and biases are random (not the identity init) so both are really exercised.
 
 Tolerance (float32): atol 1e-5, rtol 1e-5 for outputs and gradients (measured differences
-~5e-7 on inputs of scale 4).
+~5e-7 on inputs of scale 4). Every test runs at one and at two intra-op threads.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -20,7 +21,9 @@ from jaxtyping import TypeCheckError
 from torch import Tensor
 
 from tfs_decoder import LayerNorm
-from tfs_decoder.layernorm import _LayerNorm
+from tfs_decoder.layernorm import _LayerNorm, layer_norm, layer_norm_formula
+
+pytestmark = pytest.mark.usefixtures("intra_op_threads")
 
 ATOL, RTOL = 1e-5, 1e-5
 
@@ -216,3 +219,20 @@ def test_written_out_backward_passes_gradcheck() -> None:
         return out
 
     assert torch.autograd.gradcheck(layer_norm, (x, w, b))
+
+
+def test_equals_its_formula_where_threads_split_the_work(
+    check_fast_op: Callable[..., None],
+) -> None:
+    """64 x 128 rows of width 64, against layer_norm_formula at the tolerance above, and
+    two runs give the same bits."""
+    g = torch.Generator().manual_seed(0)
+    x = 3.0 * torch.randn(64, 128, 64, generator=g) + 1.0
+    w, b = 1.0 + torch.randn(64, generator=g), torch.randn(64, generator=g)
+    check_fast_op(
+        lambda x, w, b: layer_norm(x, w, b, 1e-5),
+        lambda x, w, b: layer_norm_formula(x, w, b, 1e-5),
+        (x, w, b),
+        rtol=RTOL,
+        atol=ATOL,
+    )

@@ -5,11 +5,29 @@ from __future__ import annotations
 import torch
 from jaxtyping import Float
 from torch import Tensor, nn
-from torch.autograd.function import FunctionCtx, once_differentiable
+from torch.autograd.function import FunctionCtx
+
+from tfs_decoder._backward import formula_needed
+
+
+def layer_norm_formula(
+    x: Float[Tensor, "*rows d_model"],
+    w: Float[Tensor, " d_model"],
+    b: Float[Tensor, " d_model"],
+    eps: float,
+) -> Float[Tensor, "*rows d_model"]:
+    """``(x - mean(x)) / sqrt(var(x) + eps) * w + b`` over the last axis, as written and
+    differentiated by autograd: the definition :func:`layer_norm` computes faster, the path
+    it takes under ``torch.func`` transforms and for second derivatives, and the oracle its
+    tests compare with."""
+    centred = x - x.mean(dim=-1, keepdim=True)
+    variance = centred.square().mean(dim=-1, keepdim=True)  # biased: the mean of squares
+    return centred / torch.sqrt(variance + eps) * w + b
 
 
 class LayerNorm(nn.Module):
-    """``y = (x - mean(x)) / sqrt(var(x) + eps) * w + b`` over ``d_model``, per position.
+    """``y = (x - mean(x)) / sqrt(var(x) + eps) * w + b`` over ``d_model``, per position
+    (:func:`layer_norm_formula`, computed by :func:`layer_norm`).
 
     Ba, Kiros and Hinton (2016), "Layer Normalization", equation 4, with the biased
     variance (mean of squared deviations), as ``torch.nn.LayerNorm`` and GPT-2 use.
@@ -45,8 +63,7 @@ class LayerNorm(nn.Module):
             raise ValueError(
                 f"x: expected last dimension d_model={self.d_model}, got {tuple(x.shape)}"
             )
-        y: Tensor = _LayerNorm.apply(x, self.w, self.b, self.eps)  # type: ignore[no-untyped-call]
-        normalized: Tensor = self.hook_normalized(y)
+        normalized: Tensor = self.hook_normalized(layer_norm(x, self.w, self.b, self.eps))
         return normalized
 
     def extra_repr(self) -> str:
@@ -54,35 +71,48 @@ class LayerNorm(nn.Module):
 
 
 class _LayerNorm(torch.autograd.Function):
-    """The forward above and its gradient, written out (per row, ``n = d_model``)::
+    """:func:`layer_norm_formula` with its gradient written out (per row, ``n = d_model``)::
 
         xhat = (x - mean(x)) * rstd,   rstd = 1 / sqrt(var(x) + eps),   y = xhat * w + b
         dL/db = sum_rows g,   dL/dw = sum_rows g * xhat,   with g = dL/dy
         dL/dx = rstd * (gw - mean(gw) - xhat * mean(gw * xhat)),   gw = g * w
 
-    Only ``xhat`` and ``rstd`` are kept for backward. The per-row means are products with
-    ``w`` (``mean(gw) = g . w / n``, ``mean(gw * xhat) = (g * xhat) . w / n``) and the rest
-    works in place: fewer passes over the residual stream than the same formula left to
-    autograd, which would also keep the centred input and the variance.
+    Kept for backward: the input ``x`` and the per-row ``mean`` and ``rstd`` (as
+    ``torch.nn.functional.layer_norm`` keeps them); ``xhat`` is rebuilt from them. The
+    per-row means are products with ``w`` (``mean(gw) = g . w / n``, ``mean(gw * xhat) =
+    (g * xhat) . w / n``) and the rest works in place: fewer passes over the residual
+    stream than the formula left to autograd, which also keeps the centred input and the
+    variance.
+
+    When the gradient is itself to be differentiated (``create_graph=True``: grad mode is
+    on in ``backward``), or under a ``torch.func`` transform of the backward pass,
+    backward differentiates :func:`layer_norm_formula` instead: that gradient is built from
+    ``x``, ``w`` and ``b`` by autograd, so it can be differentiated again.
     """
 
     @staticmethod
     def forward(ctx: FunctionCtx, x: Tensor, w: Tensor, b: Tensor, eps: float) -> Tensor:
-        xhat = x - x.mean(dim=-1, keepdim=True)
+        mean = x.mean(dim=-1, keepdim=True)
+        xhat = x - mean
         # var = |x - mean|^2 / n; the norm reads the row once and writes nothing.
         norm = torch.linalg.vector_norm(xhat, dim=-1, keepdim=True)
         rstd = norm.square_().div_(x.shape[-1]).add_(eps).rsqrt_()
         xhat.mul_(rstd)
-        ctx.save_for_backward(xhat, rstd, w)
+        ctx.save_for_backward(x, w, b, mean, rstd)
+        ctx.eps = eps  # type: ignore[attr-defined]
         return torch.addcmul(b, xhat, w)
 
     @staticmethod
-    @once_differentiable
-    def backward(ctx: FunctionCtx, grad: Tensor) -> tuple[Tensor, Tensor, Tensor, None]:
-        xhat, rstd, w = ctx.saved_tensors  # type: ignore[attr-defined]
+    def backward(ctx: FunctionCtx, grad: Tensor) -> tuple[Tensor | None, ...]:
+        x, w, b, mean, rstd = ctx.saved_tensors  # type: ignore[attr-defined]
+        if formula_needed(grad):
+            eps: float = ctx.eps  # type: ignore[attr-defined]
+            pullback = torch.func.vjp(lambda x, w, b: layer_norm_formula(x, w, b, eps), x, w, b)[1]
+            return *pullback(grad), None
+        xhat = (x - mean).mul_(rstd)
         rows = tuple(range(grad.ndim - 1))
         n = w.shape[0]
-        buffer = grad * xhat  # becomes dL/dx below: one new tensor in all
+        buffer = grad * xhat  # becomes dL/dx below
         grad_w = buffer.sum(dim=rows)
         grad_b = grad.sum(dim=rows)
         mean_gw_xhat = (buffer @ w).unsqueeze(-1) / n
@@ -90,3 +120,17 @@ class _LayerNorm(torch.autograd.Function):
         grad_x = torch.mul(grad, w, out=buffer)
         grad_x.sub_(mean_gw).addcmul_(xhat, mean_gw_xhat, value=-1.0).mul_(rstd)
         return grad_x, grad_w, grad_b, None
+
+
+def layer_norm(
+    x: Float[Tensor, "*rows d_model"],
+    w: Float[Tensor, " d_model"],
+    b: Float[Tensor, " d_model"],
+    eps: float,
+) -> Float[Tensor, "*rows d_model"]:
+    """:func:`layer_norm_formula`, computed with the written-out backward of ``_LayerNorm``;
+    under ``torch.func`` transforms (``grad``, ``vmap``, ``jvp``, ...), the formula itself."""
+    if torch._C._are_functorch_transforms_active():
+        return layer_norm_formula(x, w, b, eps)
+    y: Tensor = _LayerNorm.apply(x, w, b, eps)  # type: ignore[no-untyped-call]
+    return y

@@ -1,0 +1,27 @@
+"""When a written-out backward pass must hand over to autograd on the plain formula.
+
+Every tfs package with a written-out backward carries this same file (the packages install
+independently); scripts/test_package_copies.py keeps the copies identical.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def formula_needed(grad: Tensor) -> bool:
+    """Inside a custom ``backward``: whether to differentiate the op's plain formula
+    instead of running the written-out pass.
+
+    True when the gradient will itself be differentiated (``create_graph=True`` turns grad
+    mode on in backward), and when the backward pass runs under vmap (a ``torch.func``
+    transform, or torch's batched gradients: ``is_grads_batched=True``,
+    ``jacobian(vectorize=True)``). The written-out passes work in place on fresh tensors,
+    which neither allows.
+    """
+    return (
+        torch.is_grad_enabled()
+        or torch._C._are_functorch_transforms_active()
+        or torch._C._functorch.is_legacy_batchedtensor(grad)
+    )
