@@ -7,7 +7,8 @@ from jaxtyping import Float
 from torch import Tensor, nn
 from torch.autograd.function import FunctionCtx
 
-from tfs_decoder._backward import formula_needed
+# tfs-decoder depends on tfs-attention, released in lockstep: one copy serves both.
+from tfs_attention._backward import formula_needed
 
 
 def layer_norm_formula(

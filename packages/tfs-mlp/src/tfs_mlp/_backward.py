@@ -1,7 +1,8 @@
 """When a written-out backward pass must hand over to autograd on the plain formula.
 
-Every tfs package with a written-out backward carries this same file (the packages install
-independently); scripts/test_package_copies.py keeps the copies identical.
+tfs-attention and tfs-mlp, which install independently, each carry this same file
+(tfs-decoder uses tfs-attention's); scripts/test_package_copies.py keeps the copies
+identical.
 """
 
 from __future__ import annotations
