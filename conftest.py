@@ -169,15 +169,17 @@ def _check_fast_op(
 
 
 def _float64_params(module: torch.nn.Module, seed: int = 0) -> dict[str, Tensor]:
-    """The module's parameters by name, as new float64 tensors drawn from N(0, 0.5^2), so
-    that biases are not zero and LayerNorm gains not one: every parameter matters."""
+    """The module's parameters by name, as new float64 tensors drawn from N(0, 0.5^2), and
+    LayerNorm gains (named ``w``) from N(1, 0.5^2): biases are not zero and gains not one,
+    so every parameter matters."""
     import torch
 
     generator = torch.Generator().manual_seed(seed)
-    return {
-        name: 0.5 * torch.randn(p.shape, generator=generator, dtype=torch.float64)
-        for name, p in module.named_parameters()
-    }
+    params = {}
+    for name, p in module.named_parameters():
+        value = 0.5 * torch.randn(p.shape, generator=generator, dtype=torch.float64)
+        params[name] = value + 1.0 if name == "w" or name.endswith(".w") else value
+    return params
 
 
 @pytest.fixture

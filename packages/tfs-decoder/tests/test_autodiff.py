@@ -72,43 +72,38 @@ def test_layer_norm_second_derivatives_equal_the_formula_s() -> None:
 
 def test_residual_block(check_autodiff: CheckAutodiff, float64_params: Float64Params) -> None:
     block = ResidualBlock(4, MultiHeadAttention(4, 2), MLP(4, 8))
-    params = float64_params(block)
-    for name in ("ln1.w", "ln2.w"):
-        params[name] += 1.0
     check_autodiff(
         lambda p, i: functional_call(block, p, (i["x"],)),
-        params,
+        float64_params(block),
         {"x": _randn(2, 3, 4)},
         fast_gradgradcheck=True,
     )
 
 
-def test_decoder(check_autodiff: CheckAutodiff) -> None:
+def test_decoder(check_autodiff: CheckAutodiff, float64_params: Float64Params) -> None:
     decoder = Decoder(CONFIG)
     check_autodiff(
         lambda p, i: functional_call(decoder, p, (i["tokens"],)),
-        _decoder_params(decoder),
+        _gpt2_params(float64_params, decoder),
         {"tokens": TOKENS},
         fast_gradgradcheck=True,
     )
 
 
-def _decoder_params(decoder: Decoder, seed: int = 0) -> dict[str, Tensor]:
-    """Every parameter drawn from N(0, 0.5^2) in float64 (LayerNorm gains around 1)."""
-    generator = torch.Generator().manual_seed(seed)
-    params = {}
-    for name, p in decoder.named_parameters():
-        value = 0.5 * torch.randn(p.shape, generator=generator, dtype=torch.float64)
-        params[name] = value + 1.0 if name.endswith(".w") else value
-    params["unembed.b_U"].zero_()  # GPT-2 has no output bias
+def _gpt2_params(
+    float64_params: Float64Params, decoder: Decoder, seed: int = 0
+) -> dict[str, Tensor]:
+    """``float64_params(decoder, seed)`` with ``b_U`` zero: GPT-2 has no output bias."""
+    params = float64_params(decoder, seed)
+    params["unembed.b_U"].zero_()
     return params
 
 
-def _twins() -> tuple[Decoder, Any]:
+def _twins(float64_params: Float64Params) -> tuple[Decoder, Any]:
     """A float64 Decoder with random parameters and its GPT-2 twin (eager attention, which
     torch differentiates twice; the sdpa kernels are differentiated once)."""
     decoder = Decoder(CONFIG).double()
-    decoder.load_state_dict(_decoder_params(decoder))
+    decoder.load_state_dict(_gpt2_params(float64_params, decoder))
     twin = to_hf_gpt2(decoder)
     twin.set_attn_implementation("eager")
     return decoder, twin
@@ -146,8 +141,8 @@ def _gradient_penalty_gradient(model: torch.nn.Module, hf: bool) -> dict[str, Te
     return dict(zip(params, torch.autograd.grad(penalty, list(params.values())), strict=True))
 
 
-def test_gradient_penalty_equals_gpt2_twin_s() -> None:
-    decoder, twin = _twins()
+def test_gradient_penalty_equals_gpt2_twin_s(float64_params: Float64Params) -> None:
+    decoder, twin = _twins(float64_params)
     ours = _gradient_penalty_gradient(decoder, hf=False)
     assert max(g.abs().max() for g in ours.values()) > 1e-3  # not vanishing
     _assert_equal_but_b_U(ours, _in_tfs_names(twin, _gradient_penalty_gradient(twin, hf=True)))
@@ -163,10 +158,10 @@ def _hessian_vector_product(
     return dict(zip(params, torch.autograd.grad(dot, list(params.values())), strict=True))
 
 
-def test_hessian_vector_product_equals_gpt2_twin_s() -> None:
-    decoder, twin = _twins()
+def test_hessian_vector_product_equals_gpt2_twin_s(float64_params: Float64Params) -> None:
+    decoder, twin = _twins(float64_params)
     holder = copy.deepcopy(decoder)
-    holder.load_state_dict(_decoder_params(holder, seed=1))
+    holder.load_state_dict(_gpt2_params(float64_params, holder, seed=1))
     direction = dict(holder.named_parameters())  # b_U's component is zero
     their_direction = dict(to_hf_gpt2(holder).named_parameters())
     ours = _hessian_vector_product(decoder, False, direction)
