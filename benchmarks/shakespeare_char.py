@@ -17,7 +17,7 @@ import argparse
 import time
 from pathlib import Path
 
-from tfs_decoder.train import TrainConfig, train
+from tfs_decoder.training.trainer import TrainConfig, train
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"
 

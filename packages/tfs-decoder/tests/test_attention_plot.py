@@ -17,14 +17,14 @@ import torch
 from torch import Tensor
 
 from tfs_decoder import Decoder, DecoderConfig
-from tfs_decoder.attention_plot import (
+from tfs_decoder.training.attention_plot import (
     MAX_TICK_LABELS,
     attention_figure,
     attention_patterns,
     plot_attention,
     token_label,
 )
-from tfs_decoder.tokenizer import CharTokenizer
+from tfs_decoder.training.tokenizer import CharTokenizer
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 CHARS = "abcdefgh \n\\"

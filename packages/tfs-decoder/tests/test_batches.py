@@ -17,8 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import Tensor
 
-from tfs_decoder.batches import WindowSampler, eval_windows, split_ids
-from tfs_decoder.errors import DataError, TfsError
+from tfs_decoder.training.batches import WindowSampler, eval_windows, split_ids
+from tfs_decoder.training.errors import DataError, TfsError
 
 
 def _starts(x: Tensor, n_ctx: int, n_tokens: int) -> list[int]:

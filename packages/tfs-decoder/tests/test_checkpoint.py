@@ -22,8 +22,8 @@ import torch
 from torch import Tensor, nn
 
 from tfs_decoder import Decoder, DecoderConfig
-from tfs_decoder import checkpoint as ck
-from tfs_decoder.checkpoint import (
+from tfs_decoder.training import checkpoint as ck
+from tfs_decoder.training.checkpoint import (
     Checkpoint,
     check_config_matches,
     load_checkpoint,
@@ -32,7 +32,7 @@ from tfs_decoder.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from tfs_decoder.errors import CheckpointError
+from tfs_decoder.training.errors import CheckpointError
 
 TINY = DecoderConfig(d_vocab=11, d_model=8, n_heads=2, d_head=4, d_mlp=16, n_layers=2, n_ctx=6)
 TRAIN = {"lr": 0.001, "batch_size": 4, "data": "corpus.txt", "betas": [0.9, 0.95]}
@@ -424,7 +424,7 @@ CHILD = textwrap.dedent(
     import io, os, sys, time
     import torch
     from tfs_decoder import Decoder, DecoderConfig
-    from tfs_decoder import checkpoint as ck
+    from tfs_decoder.training import checkpoint as ck
 
     out, marker, stage = sys.argv[1], sys.argv[2], sys.argv[3]
 

@@ -27,16 +27,16 @@ import pytest
 import torch
 from torch import Tensor
 
-import tfs_decoder.cli
-import tfs_decoder.train
+import tfs_decoder.training.cli
+import tfs_decoder.training.trainer
 from tfs_decoder import Decoder, DecoderConfig
-from tfs_decoder.attention_plot import attention_patterns, plot_attention
-from tfs_decoder.checkpoint import load_checkpoint, load_model, save_checkpoint
-from tfs_decoder.cli import build_parser, main, train_config_from_args
-from tfs_decoder.errors import TfsError
-from tfs_decoder.presets import DEFAULT_PRESET, PRESETS, preset_config
-from tfs_decoder.tokenizer import CharTokenizer
-from tfs_decoder.train import TrainConfig
+from tfs_decoder.training.attention_plot import attention_patterns, plot_attention
+from tfs_decoder.training.checkpoint import load_checkpoint, load_model, save_checkpoint
+from tfs_decoder.training.cli import build_parser, main, train_config_from_args
+from tfs_decoder.training.errors import TfsError
+from tfs_decoder.training.presets import DEFAULT_PRESET, PRESETS, preset_config
+from tfs_decoder.training.tokenizer import CharTokenizer
+from tfs_decoder.training.trainer import TrainConfig
 
 # The smallest model and run the CLI accepts that still exercises every part of train().
 TINY = [
@@ -401,24 +401,24 @@ def _raise(error: BaseException) -> Callable[..., object]:
 def test_interrupt_and_out_of_memory_are_one_line(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr(tfs_decoder.train, "train", _raise(KeyboardInterrupt()))
+    monkeypatch.setattr(tfs_decoder.training.trainer, "train", _raise(KeyboardInterrupt()))
     status, _, err = run_cli(capsys, "train")
     assert (status, err) == (130, "tfs: interrupted\n")
-    saved = tfs_decoder.train.TrainingInterrupted(37, Path("runs/x/ckpt-0000037"))
-    monkeypatch.setattr(tfs_decoder.train, "train", _raise(saved))
+    saved = tfs_decoder.training.trainer.TrainingInterrupted(37, Path("runs/x/ckpt-0000037"))
+    monkeypatch.setattr(tfs_decoder.training.trainer, "train", _raise(saved))
     status, _, err = run_cli(capsys, "train")
     assert (status, err) == (
         130,
         "tfs: interrupted at step 37; saved runs/x/ckpt-0000037 (resume with --resume)\n",
     )
     oom = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore")
-    monkeypatch.setattr(tfs_decoder.train, "train", _raise(oom))
+    monkeypatch.setattr(tfs_decoder.training.trainer, "train", _raise(oom))
     status, _, err = run_cli(capsys, "train")
     assert_one_error_line(status, err, r"out of memory", r"--batch-size")
 
 
 def test_a_bug_keeps_its_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(tfs_decoder.train, "train", _raise(RuntimeError("a bug")))
+    monkeypatch.setattr(tfs_decoder.training.trainer, "train", _raise(RuntimeError("a bug")))
     with pytest.raises(RuntimeError, match="a bug"):
         main(["train"])
 
@@ -566,7 +566,7 @@ def test_cli_plots_the_requested_layer(
         drawn.append((patterns, list(labels)))
         return plot_attention(patterns, labels, out, title=title)
 
-    monkeypatch.setattr(tfs_decoder.cli, "plot_attention", recording_plot)
+    monkeypatch.setattr(tfs_decoder.training.cli, "plot_attention", recording_plot)
     model, _, _ = load_model(checkpoint)
     tokens = torch.tensor([CharTokenizer(list(PLOT_CHARS)).encode(PROMPT_TEXT)])
     for layer, index in [("1", 1), ("-1", 1), ("0", 0), ("-2", 0)]:

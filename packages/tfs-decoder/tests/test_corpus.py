@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tfs_decoder.corpus import default_corpus, load_text
-from tfs_decoder.errors import DataError, TfsError
+from tfs_decoder.training.corpus import default_corpus, load_text
+from tfs_decoder.training.errors import DataError, TfsError
 
 
 def _one_line(exc: pytest.ExceptionInfo[DataError]) -> str:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tfs_decoder.device import resolve_device, resolve_dtype
-from tfs_decoder.train_config import ConfigError
+from tfs_decoder.training.config import ConfigError
+from tfs_decoder.training.device import resolve_device, resolve_dtype
 
 
 def test_resolve_device_and_dtype() -> None:

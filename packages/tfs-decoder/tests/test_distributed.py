@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tfs_decoder.distributed import DistInfo, backend_for, distributed, env_dist_info
-from tfs_decoder.errors import TfsError
+from tfs_decoder.training.distributed import DistInfo, backend_for, distributed, env_dist_info
+from tfs_decoder.training.errors import TfsError
 
 
 def test_single_process_without_torchrun(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -75,9 +75,9 @@ SCRIPT = textwrap.dedent(
     """
     import json, os, sys
     import torch
-    import tfs_decoder.train as train_module
-    from tfs_decoder.batches import WindowSampler
-    from tfs_decoder.cli import main
+    import tfs_decoder.training.trainer as train_module
+    from tfs_decoder.training.batches import WindowSampler
+    from tfs_decoder.training.cli import main
 
     record_dir = sys.argv[1]
     rank = int(os.environ["RANK"])

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tfs_decoder.files import atomic_path, write_text_atomic
+from tfs_decoder.training.files import atomic_path, write_text_atomic
 
 
 def test_write_replaces_the_contents_and_leaves_no_temp_file(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tfs_decoder import Decoder, DecoderConfig
-from tfs_decoder.optim import build_optimizer, lr_at, param_groups
+from tfs_decoder.training.optim import build_optimizer, lr_at, param_groups
 
 
 def tiny_decoder() -> Decoder:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tfs_decoder.plot import plot_losses, read_metrics
+from tfs_decoder.training.plot import plot_losses, read_metrics
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

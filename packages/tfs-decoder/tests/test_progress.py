@@ -6,7 +6,7 @@ import io
 
 import pytest
 
-from tfs_decoder.progress import ProgressBar, format_duration
+from tfs_decoder.training.progress import ProgressBar, format_duration
 
 
 class FakeTerminal(io.StringIO):

@@ -15,9 +15,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tfs_decoder.corpus import default_corpus
-from tfs_decoder.errors import TfsError
-from tfs_decoder.tokenizer import BPETokenizer, CharTokenizer, Tokenizer, tokenizer_from_dict
+from tfs_decoder.training.corpus import default_corpus
+from tfs_decoder.training.errors import TfsError
+from tfs_decoder.training.tokenizer import (
+    BPETokenizer,
+    CharTokenizer,
+    Tokenizer,
+    tokenizer_from_dict,
+)
 
 _TRAIN = (
     "The quick brown fox jumps over the lazy dog. The dog sleeps; the fox runs away.\n"

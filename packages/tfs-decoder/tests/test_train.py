@@ -17,12 +17,18 @@ import safetensors.torch
 import torch
 import torch.nn.functional as F
 
-import tfs_decoder.train as train_module
+import tfs_decoder.training.trainer as train_module
 from tfs_decoder import Decoder, DecoderConfig, cross_entropy
-from tfs_decoder.checkpoint import load_checkpoint
-from tfs_decoder.errors import CheckpointError, TfsError
-from tfs_decoder.optim import lr_at
-from tfs_decoder.train import TrainConfig, TrainingInterrupted, TrainResult, evaluate, train
+from tfs_decoder.training.checkpoint import load_checkpoint
+from tfs_decoder.training.errors import CheckpointError, TfsError
+from tfs_decoder.training.optim import lr_at
+from tfs_decoder.training.trainer import (
+    TrainConfig,
+    TrainingInterrupted,
+    TrainResult,
+    evaluate,
+    train,
+)
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 WORDS = ("cat", "dog", "bird", "fish", "horse", "cow", "sheep", "goat")

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from tfs_decoder import DecoderConfig
-from tfs_decoder.errors import TfsError
-from tfs_decoder.train_config import ConfigError, TrainConfig
+from tfs_decoder.training.config import ConfigError, TrainConfig
+from tfs_decoder.training.errors import TfsError
 
 
 @pytest.mark.parametrize(

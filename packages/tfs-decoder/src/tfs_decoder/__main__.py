@@ -2,7 +2,7 @@
 
 import sys
 
-from tfs_decoder.cli import main
+from tfs_decoder.training.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

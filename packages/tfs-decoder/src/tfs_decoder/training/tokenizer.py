@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
-from tfs_decoder.errors import TfsError
+from tfs_decoder.training.errors import TfsError
 
 if TYPE_CHECKING:
     import tokenizers

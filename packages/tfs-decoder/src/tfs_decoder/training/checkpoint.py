@@ -40,8 +40,8 @@ from torch import Tensor, nn
 
 from tfs_decoder.config import DecoderConfig
 from tfs_decoder.decoder import Decoder
-from tfs_decoder.errors import CheckpointError
-from tfs_decoder.files import atomic_path
+from tfs_decoder.training.errors import CheckpointError
+from tfs_decoder.training.files import atomic_path
 
 LATEST = "latest"
 MODEL_FILE = "model.safetensors"

@@ -9,7 +9,7 @@ import torch
 
 from tfs_attention.attention import BACKENDS
 from tfs_decoder.config import DecoderConfig
-from tfs_decoder.errors import TfsError
+from tfs_decoder.training.errors import TfsError
 
 TOKENIZERS = ("char", "bpe")
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -37,7 +37,7 @@ class TrainConfig:
 
     The defaults are the ``cpu`` preset, what ``tfs train`` runs with no arguments: the
     8-layer model, 128 wide, on 128-character windows, tuned to finish within 10 minutes
-    on 2 CPU cores; :mod:`tfs_decoder.presets` holds the others.
+    on 2 CPU cores; :mod:`tfs_decoder.training.presets` holds the others.
 
     Attributes:
         data: a text file or a folder of ``.txt`` files; ``None`` = the built-in corpus.
@@ -47,7 +47,8 @@ class TrainConfig:
             n_heads``).
         batch_size: windows per micro-batch per process; ``grad_accum`` micro-batches make
             one optimiser step, so a step sees ``batch_size * grad_accum * world_size`` windows.
-        lr, min_lr, warmup_steps, max_steps: the schedule (:func:`~tfs_decoder.optim.lr_at`).
+        lr, min_lr, warmup_steps, max_steps: the schedule
+            (:func:`~tfs_decoder.training.optim.lr_at`).
         weight_decay: AdamW's decoupled weight decay, on matrices only.
         eval_interval, eval_steps: evaluate every ``eval_interval`` steps on ``eval_steps``
             fixed batches of the validation split (and after the last step).

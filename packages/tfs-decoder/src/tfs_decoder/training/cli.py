@@ -2,13 +2,13 @@
 
 ``tfs train`` with no arguments trains the ``cpu`` preset (an 8-layer character-level model)
 on the built-in corpus; ``--preset NAME`` starts from another preset and every other flag
-overrides one setting of it (a field of :class:`~tfs_decoder.train_config.TrainConfig`,
+overrides one setting of it (a field of :class:`~tfs_decoder.training.config.TrainConfig`,
 ``--d-model`` is ``d_model``). ``tfs sample`` continues a prompt with a saved model,
 ``tfs eval`` measures its validation loss, ``tfs attention-plot`` draws one layer's
 attention patterns for a prompt as a PNG (one heatmap per head).
 
 A mistake the user can fix (a flag, a data file, a checkpoint: every
-:class:`~tfs_decoder.errors.TfsError`) ends the command with one line
+:class:`~tfs_decoder.training.errors.TfsError`) ends the command with one line
 ``tfs: error: <message>`` on stderr and exit status 2, never a traceback; Ctrl-C ends it
 with exit status 130 (during ``tfs train``'s steps after saving a checkpoint of the last
 completed step, named on one line ``tfs: interrupted at step N; saved ... (resume with
@@ -31,18 +31,23 @@ from typing import Any, NoReturn
 import torch
 
 from tfs_attention.attention import BACKENDS
-from tfs_decoder import train as training
-from tfs_decoder.attention_plot import attention_patterns, plot_attention
-from tfs_decoder.batches import eval_windows, split_ids
-from tfs_decoder.checkpoint import CONFIG_FILE, Checkpoint, load_model, resolve_checkpoint_dir
-from tfs_decoder.corpus import load_text
 from tfs_decoder.decoder import Decoder
-from tfs_decoder.device import autocast, resolve_device, resolve_dtype
-from tfs_decoder.errors import CheckpointError, DataError, TfsError
-from tfs_decoder.presets import DEFAULT_PRESET, PRESETS, preset_config
-from tfs_decoder.tokenizer import Tokenizer, tokenizer_from_dict
-from tfs_decoder.train import evaluate
-from tfs_decoder.train_config import DTYPES, TOKENIZERS, TrainConfig
+from tfs_decoder.training import trainer
+from tfs_decoder.training.attention_plot import attention_patterns, plot_attention
+from tfs_decoder.training.batches import eval_windows, split_ids
+from tfs_decoder.training.checkpoint import (
+    CONFIG_FILE,
+    Checkpoint,
+    load_model,
+    resolve_checkpoint_dir,
+)
+from tfs_decoder.training.config import DTYPES, TOKENIZERS, TrainConfig
+from tfs_decoder.training.corpus import load_text
+from tfs_decoder.training.device import autocast, resolve_device, resolve_dtype
+from tfs_decoder.training.errors import CheckpointError, DataError, TfsError
+from tfs_decoder.training.presets import DEFAULT_PRESET, PRESETS, preset_config
+from tfs_decoder.training.tokenizer import Tokenizer, tokenizer_from_dict
+from tfs_decoder.training.trainer import evaluate
 
 __all__ = ["build_parser", "main"]
 
@@ -357,7 +362,7 @@ def train_config_from_args(options: dict[str, Any]) -> TrainConfig:
     ``--preset`` they start from those saved in the checkpoint being resumed, so
     ``tfs train --resume --out DIR`` continues a run whatever flags started it. Flags
     given override either; flags that change the model's shape are then refused by
-    :func:`~tfs_decoder.train.train` with the list of differences.
+    :func:`~tfs_decoder.training.trainer.train` with the list of differences.
     """
     options = dict(options)
     preset = options.pop("preset", None)
@@ -407,7 +412,7 @@ def _train_config_from_saved(saved: Any, source: Path) -> TrainConfig:
 def _run_train(args: argparse.Namespace) -> int:
     options = {k: v for k, v in vars(args).items() if k not in ("command", "handler")}
     config = train_config_from_args(options)
-    training.train(config, progress=True)
+    trainer.train(config, progress=True)
     return 0
 
 
@@ -587,11 +592,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = f"{error.filename}: " if error.filename else ""
         return _fail(f"{where}{error.strerror or error}")
     except KeyboardInterrupt as interrupt:
-        saved = isinstance(interrupt, training.TrainingInterrupted)
+        saved = isinstance(interrupt, trainer.TrainingInterrupted)
         if sys.stderr.isatty() and not saved:  # train() ends its progress line itself
             print(file=sys.stderr)  # end a progress line drawn with \r
         where = ""
-        if isinstance(interrupt, training.TrainingInterrupted):
+        if isinstance(interrupt, trainer.TrainingInterrupted):
             where = f" at step {interrupt.step}"
             if interrupt.checkpoint is not None:
                 where += f"; saved {interrupt.checkpoint} (resume with --resume)"

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from tfs_decoder.errors import TfsError
+from tfs_decoder.training.errors import TfsError
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Named starting points for ``tfs train --preset NAME``.
 
-A preset is a set of :class:`~tfs_decoder.train_config.TrainConfig` values; flags given on the
+A preset is a set of :class:`~tfs_decoder.training.config.TrainConfig` values; flags given on the
 command line override them. ``cpu`` is what ``tfs train`` uses with no arguments.
 """
 
@@ -9,8 +9,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from tfs_decoder.errors import TfsError
-from tfs_decoder.train_config import TrainConfig
+from tfs_decoder.training.config import TrainConfig
+from tfs_decoder.training.errors import TfsError
 
 DEFAULT_PRESET = "cpu"
 

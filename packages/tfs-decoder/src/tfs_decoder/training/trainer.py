@@ -8,22 +8,22 @@ One call of :func:`train` does the whole job:
 2. loads the text, fits the tokenizer (or takes the checkpoint's on ``resume``), tokenises
    once and keeps the end of the id stream for validation;
 3. builds the :class:`~tfs_decoder.Decoder` and AdamW (weight decay on matrices only), with
-   the learning rate of each step from :func:`~tfs_decoder.optim.lr_at` (warmup, cosine);
+   the learning rate of each step from :func:`~tfs_decoder.training.optim.lr_at` (warmup, cosine);
 4. trains with gradient accumulation and clipping; every ``eval_interval`` steps measures the
    mean cross-entropy on fixed validation windows; writes ``metrics.jsonl``, checkpoints,
    ``loss.png`` and ``sample.txt`` into ``out`` (rank 0 only).
 
 Resuming is exact: batch ``s`` is a pure function of ``(seed, s, rank)``
-(:class:`~tfs_decoder.batches.WindowSampler`) and the dropout RNG is re-seeded from
+(:class:`~tfs_decoder.training.batches.WindowSampler`) and the dropout RNG is re-seeded from
 ``(seed, s, rank)`` at every step, so a run stopped after step ``s`` and resumed computes the
 same steps ``s + 1, ...`` as one that never stopped, bit for bit on the same machine.
 
 Faults:
 
 - a non-finite training loss (or non-finite weights) stops the run with a one-line
-  :class:`~tfs_decoder.errors.TfsError` (``training diverged: ...``). The loss is checked at
-  every logging step and, together with the weights, before every checkpoint is written, so
-  no checkpoint holds a diverged model: the newest one on disk is the last good one.
+  :class:`~tfs_decoder.training.errors.TfsError` (``training diverged: ...``). The loss is
+  checked at every logging step and, together with the weights, before every checkpoint is
+  written, so no checkpoint holds a diverged model: the newest one on disk is the last good one.
 - Ctrl-C (``SIGINT``) during the training steps ends the run at the end of the step in
   progress: rank 0 writes a checkpoint of that step (the same atomic save as the periodic
   ones; model and optimizer after the last completed optimizer step, so ``resume``
@@ -55,8 +55,10 @@ import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
-from tfs_decoder.batches import WindowSampler, eval_windows, split_ids
-from tfs_decoder.checkpoint import (
+from tfs_decoder.decoder import Decoder
+from tfs_decoder.loss import cross_entropy
+from tfs_decoder.training.batches import WindowSampler, eval_windows, split_ids
+from tfs_decoder.training.checkpoint import (
     Checkpoint,
     check_config_matches,
     check_state_matches,
@@ -65,24 +67,27 @@ from tfs_decoder.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from tfs_decoder.corpus import load_text
-from tfs_decoder.decoder import Decoder
-from tfs_decoder.device import autocast, resolve_device, resolve_dtype
-from tfs_decoder.distributed import (
+from tfs_decoder.training.config import TrainConfig
+from tfs_decoder.training.corpus import load_text
+from tfs_decoder.training.device import autocast, resolve_device, resolve_dtype
+from tfs_decoder.training.distributed import (
     DistInfo,
     all_reduce_sum,
     broadcast_object,
     distributed,
     env_dist_info,
 )
-from tfs_decoder.errors import CheckpointError, TfsError
-from tfs_decoder.files import write_text_atomic
-from tfs_decoder.loss import cross_entropy
-from tfs_decoder.optim import build_optimizer, lr_at
-from tfs_decoder.plot import plot_losses, read_metrics
-from tfs_decoder.progress import ProgressBar, format_duration
-from tfs_decoder.tokenizer import BPETokenizer, CharTokenizer, Tokenizer, tokenizer_from_dict
-from tfs_decoder.train_config import TrainConfig
+from tfs_decoder.training.errors import CheckpointError, TfsError
+from tfs_decoder.training.files import write_text_atomic
+from tfs_decoder.training.optim import build_optimizer, lr_at
+from tfs_decoder.training.plot import plot_losses, read_metrics
+from tfs_decoder.training.progress import ProgressBar, format_duration
+from tfs_decoder.training.tokenizer import (
+    BPETokenizer,
+    CharTokenizer,
+    Tokenizer,
+    tokenizer_from_dict,
+)
 
 __all__ = ["TrainConfig", "TrainResult", "TrainingInterrupted", "evaluate", "train"]
 

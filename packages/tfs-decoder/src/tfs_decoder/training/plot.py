@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from tfs_decoder.files import atomic_path
+from tfs_decoder.training.files import atomic_path
 
 
 def read_metrics(path: str | os.PathLike[str]) -> list[dict[str, Any]]:

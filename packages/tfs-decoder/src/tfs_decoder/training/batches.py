@@ -19,7 +19,7 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
-from tfs_decoder.errors import DataError
+from tfs_decoder.training.errors import DataError
 
 __all__ = ["WindowSampler", "eval_windows", "split_ids"]
 

@@ -22,7 +22,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from tfs_decoder.decoder import Decoder
-from tfs_decoder.files import atomic_path
+from tfs_decoder.training.files import atomic_path
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

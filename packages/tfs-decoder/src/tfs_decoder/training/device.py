@@ -7,8 +7,8 @@ from typing import Any
 
 import torch
 
-from tfs_decoder.distributed import DistInfo
-from tfs_decoder.train_config import DTYPES, ConfigError
+from tfs_decoder.training.config import DTYPES, ConfigError
+from tfs_decoder.training.distributed import DistInfo
 
 
 def resolve_device(name: str, info: DistInfo | None = None) -> torch.device:

@@ -5,7 +5,7 @@ CPython (``pydoc_data.topics``, what ``help("if")`` shows): about 465k character
 prose and code, present in every standard CPython install, so ``tfs train`` needs no download.
 
 Every failure a user can fix (missing path, empty or binary file, empty folder) raises
-:class:`~tfs_decoder.errors.DataError` with a one-line message naming the file.
+:class:`~tfs_decoder.training.errors.DataError` with a one-line message naming the file.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from tfs_decoder.errors import DataError
+from tfs_decoder.training.errors import DataError
 
 __all__ = ["default_corpus", "load_text"]
 
