@@ -120,6 +120,55 @@ def _check_hf_config(config: Any) -> None:
         )
 
 
+def _config_from_hf(hf: Any) -> DecoderConfig:
+    """The :class:`DecoderConfig` of a GPT-2 config (see :func:`from_hf_gpt2`)."""
+    _check_hf_config(hf)
+    d_model: int = hf.n_embd
+    n_heads: int = hf.n_head
+    return DecoderConfig(
+        d_vocab=hf.vocab_size,
+        d_model=d_model,
+        n_heads=n_heads,
+        d_head=d_model // n_heads,
+        d_mlp=hf.n_inner if hf.n_inner is not None else 4 * d_model,
+        n_layers=hf.n_layer,
+        n_ctx=hf.n_positions,
+        activation=_ACTIVATION_FROM_HF[hf.activation_function],
+        positional="learned",
+        ln_eps=hf.layer_norm_epsilon,
+        dropout=float(hf.resid_pdrop),
+        init_std=hf.initializer_range,
+    )
+
+
+def _state_from_hf(model: Any, config: DecoderConfig) -> dict[str, Tensor]:
+    """Our state dict, as views of ``model``'s tensors (see the module docstring)."""
+    d_model, n_heads, d_head = config.d_model, config.n_heads, config.d_head
+    source: dict[str, Tensor] = model.state_dict()
+    state = {ours: source[theirs] for ours, theirs in _copied_unchanged(config.n_layers)}
+    # lm_head computes x @ weight.T with weight [d_vocab, d_model]; it is tied to wte unless
+    # the config says otherwise, and has no bias. Read from the module, since a tied weight
+    # may be left out of the state dict.
+    state["unembed.W_U"] = model.lm_head.weight.T
+    state["unembed.b_U"] = state["embed.W_E"].new_zeros(config.d_vocab)
+    for i in range(config.n_layers):
+        hf_block, block = f"transformer.h.{i}.", f"blocks.{i}."
+        c_attn_W = source[hf_block + "attn.c_attn.weight"]  # [d_model, 3 * d_model]
+        c_attn_b = source[hf_block + "attn.c_attn.bias"]  # [3 * d_model]
+        for j, name in enumerate("QKV"):
+            columns = slice(j * d_model, (j + 1) * d_model)
+            # [d_model, (head d_head)] -> [d_model, head, d_head] -> [head, d_model, d_head]
+            state[block + f"attn.W_{name}"] = (
+                c_attn_W[:, columns].reshape(d_model, n_heads, d_head).permute(1, 0, 2)
+            )
+            state[block + f"attn.b_{name}"] = c_attn_b[columns].reshape(n_heads, d_head)
+        # Rows of c_proj.weight are indexed by (head d_head), head-major.
+        state[block + "attn.W_O"] = source[hf_block + "attn.c_proj.weight"].reshape(
+            n_heads, d_head, d_model
+        )
+    return state
+
+
 def from_hf_gpt2(model: GPT2LMHeadModel) -> Decoder:
     """A :class:`Decoder` that computes the same logits as transformers' ``GPT2LMHeadModel``.
 
@@ -155,48 +204,8 @@ def from_hf_gpt2(model: GPT2LMHeadModel) -> Decoder:
         raise TypeError(
             f"model: expected a transformers.GPT2LMHeadModel, got {type(model).__name__}"
         )
-    hf = model.config
-    _check_hf_config(hf)
-    d_model: int = hf.n_embd
-    n_heads: int = hf.n_head
-    d_head = d_model // n_heads
-    config = DecoderConfig(
-        d_vocab=hf.vocab_size,
-        d_model=d_model,
-        n_heads=n_heads,
-        d_head=d_head,
-        d_mlp=hf.n_inner if hf.n_inner is not None else 4 * d_model,
-        n_layers=hf.n_layer,
-        n_ctx=hf.n_positions,
-        activation=_ACTIVATION_FROM_HF[hf.activation_function],
-        positional="learned",
-        ln_eps=hf.layer_norm_epsilon,
-        dropout=float(hf.resid_pdrop),
-        init_std=hf.initializer_range,
-    )
-
-    source: dict[str, Tensor] = model.state_dict()
-    state = {ours: source[theirs] for ours, theirs in _copied_unchanged(config.n_layers)}
-    # lm_head computes x @ weight.T with weight [d_vocab, d_model]; it is tied to wte unless
-    # the config says otherwise, and has no bias. Read from the module, since a tied weight
-    # may be left out of the state dict.
-    state["unembed.W_U"] = model.lm_head.weight.T
-    state["unembed.b_U"] = state["embed.W_E"].new_zeros(config.d_vocab)
-    for i in range(config.n_layers):
-        hf_block, block = f"transformer.h.{i}.", f"blocks.{i}."
-        c_attn_W = source[hf_block + "attn.c_attn.weight"]  # [d_model, 3 * d_model]
-        c_attn_b = source[hf_block + "attn.c_attn.bias"]  # [3 * d_model]
-        for j, name in enumerate("QKV"):
-            columns = slice(j * d_model, (j + 1) * d_model)
-            # [d_model, (head d_head)] -> [d_model, head, d_head] -> [head, d_model, d_head]
-            state[block + f"attn.W_{name}"] = (
-                c_attn_W[:, columns].reshape(d_model, n_heads, d_head).permute(1, 0, 2)
-            )
-            state[block + f"attn.b_{name}"] = c_attn_b[columns].reshape(n_heads, d_head)
-        # Rows of c_proj.weight are indexed by (head d_head), head-major.
-        state[block + "attn.W_O"] = source[hf_block + "attn.c_proj.weight"].reshape(
-            n_heads, d_head, d_model
-        )
+    config = _config_from_hf(model.config)
+    state = _state_from_hf(model, config)
 
     # Build on the meta device (no memory, no random init), then take the copied tensors
     # as the parameters, which gives the model's dtype and device.
@@ -210,6 +219,62 @@ def from_hf_gpt2(model: GPT2LMHeadModel) -> Decoder:
         assign=True,
     )
     return decoder.eval()
+
+
+def _check_convertible(c: DecoderConfig, source: dict[str, Tensor]) -> None:
+    """Raise ValueError if GPT-2 cannot represent the decoder of config ``c`` with state
+    ``source`` (see :func:`to_hf_gpt2`)."""
+    if c.positional != "learned":
+        raise ValueError(
+            f"decoder.config.positional: expected 'learned' (GPT-2's positions), "
+            f"got {c.positional!r}"
+        )
+    if c.n_heads * c.d_head != c.d_model:
+        raise ValueError(
+            f"decoder.config: expected n_heads * d_head == d_model (GPT-2 requires it), got "
+            f"n_heads={c.n_heads} * d_head={c.d_head} = {c.n_heads * c.d_head}, "
+            f"d_model={c.d_model}"
+        )
+    with torch.device("meta"):
+        expected = set(Decoder(c).state_dict())
+    if set(source) != expected:
+        raise ValueError(
+            f"decoder: expected the parameters of Decoder(decoder.config) (were modules "
+            f"swapped?), missing {sorted(expected - set(source))}, "
+            f"unexpected {sorted(set(source) - expected)}"
+        )
+    b_U = source["unembed.b_U"]
+    if bool(b_U.any()):
+        raise ValueError(
+            f"decoder.unembed.b_U: expected all zeros (GPT-2's lm_head has no bias), got "
+            f"{int(b_U.count_nonzero())} non-zero entries, max |b_U| = "
+            f"{b_U.abs().max().item():.3g}"
+        )
+
+
+def _state_to_hf(source: dict[str, Tensor], c: DecoderConfig) -> dict[str, Tensor]:
+    """transformers' state dict from ours (see the module docstring)."""
+    d_model = c.d_model
+    state = {theirs: source[ours] for ours, theirs in _copied_unchanged(c.n_layers)}
+    state["lm_head.weight"] = source["unembed.W_U"].T
+    for i in range(c.n_layers):
+        hf_block, block = f"transformer.h.{i}.", f"blocks.{i}."
+        # [head, d_model, d_head] -> [d_model, head, d_head] -> [d_model, (head d_head)]
+        state[hf_block + "attn.c_attn.weight"] = torch.cat(
+            [
+                source[block + f"attn.W_{name}"].permute(1, 0, 2).reshape(d_model, d_model)
+                for name in "QKV"
+            ],
+            dim=1,
+        )
+        state[hf_block + "attn.c_attn.bias"] = torch.cat(
+            [source[block + f"attn.b_{name}"].reshape(d_model) for name in "QKV"]
+        )
+        state[hf_block + "attn.c_proj.weight"] = source[block + "attn.W_O"].reshape(
+            d_model, d_model
+        )
+
+    return state
 
 
 def to_hf_gpt2(decoder: Decoder) -> GPT2LMHeadModel:
@@ -235,33 +300,8 @@ def to_hf_gpt2(decoder: Decoder) -> GPT2LMHeadModel:
     if not isinstance(decoder, Decoder):
         raise TypeError(f"decoder: expected a tfs_decoder.Decoder, got {type(decoder).__name__}")
     c = decoder.config
-    if c.positional != "learned":
-        raise ValueError(
-            f"decoder.config.positional: expected 'learned' (GPT-2's positions), "
-            f"got {c.positional!r}"
-        )
-    if c.n_heads * c.d_head != c.d_model:
-        raise ValueError(
-            f"decoder.config: expected n_heads * d_head == d_model (GPT-2 requires it), got "
-            f"n_heads={c.n_heads} * d_head={c.d_head} = {c.n_heads * c.d_head}, "
-            f"d_model={c.d_model}"
-        )
     source = {name: tensor.detach() for name, tensor in decoder.state_dict().items()}
-    with torch.device("meta"):
-        expected = set(Decoder(c).state_dict())
-    if set(source) != expected:
-        raise ValueError(
-            f"decoder: expected the parameters of Decoder(decoder.config) (were modules "
-            f"swapped?), missing {sorted(expected - set(source))}, "
-            f"unexpected {sorted(set(source) - expected)}"
-        )
-    b_U = source["unembed.b_U"]
-    if bool(b_U.any()):
-        raise ValueError(
-            f"decoder.unembed.b_U: expected all zeros (GPT-2's lm_head has no bias), got "
-            f"{int(b_U.count_nonzero())} non-zero entries, max |b_U| = "
-            f"{b_U.abs().max().item():.3g}"
-        )
+    _check_convertible(c, source)
 
     W_E = source["embed.W_E"]
     W_U = source["unembed.W_U"]
@@ -285,26 +325,7 @@ def to_hf_gpt2(decoder: Decoder) -> GPT2LMHeadModel:
         tie_word_embeddings=tied,
     )
 
-    d_model = c.d_model
-    state = {theirs: source[ours] for ours, theirs in _copied_unchanged(c.n_layers)}
-    state["lm_head.weight"] = W_U.T
-    for i in range(c.n_layers):
-        hf_block, block = f"transformer.h.{i}.", f"blocks.{i}."
-        # [head, d_model, d_head] -> [d_model, head, d_head] -> [d_model, (head d_head)]
-        state[hf_block + "attn.c_attn.weight"] = torch.cat(
-            [
-                source[block + f"attn.W_{name}"].permute(1, 0, 2).reshape(d_model, d_model)
-                for name in "QKV"
-            ],
-            dim=1,
-        )
-        state[hf_block + "attn.c_attn.bias"] = torch.cat(
-            [source[block + f"attn.b_{name}"].reshape(d_model) for name in "QKV"]
-        )
-        state[hf_block + "attn.c_proj.weight"] = source[block + "attn.W_O"].reshape(
-            d_model, d_model
-        )
-
+    state = _state_to_hf(source, c)
     with torch.device(W_E.device):
         model = transformers.GPT2LMHeadModel(hf_config)
     model.to(dtype=W_E.dtype)
