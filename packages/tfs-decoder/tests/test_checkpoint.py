@@ -23,16 +23,9 @@ from torch import Tensor, nn
 
 from tfs_decoder import Decoder, DecoderConfig
 from tfs_decoder.training import checkpoint as ck
-from tfs_decoder.training.checkpoint import (
-    Checkpoint,
-    check_config_matches,
-    load_checkpoint,
-    load_model,
-    rng_state,
-    save_checkpoint,
-    set_rng_state,
-)
+from tfs_decoder.training.checkpoint import Checkpoint, rng_state, save_checkpoint, set_rng_state
 from tfs_decoder.training.errors import CheckpointError
+from tfs_decoder.training.load import check_config_matches, load_checkpoint, load_model
 
 TINY = DecoderConfig(d_vocab=11, d_model=8, n_heads=2, d_head=4, d_mlp=16, n_layers=2, n_ctx=6)
 TRAIN = {"lr": 0.001, "batch_size": 4, "data": "corpus.txt", "betas": [0.9, 0.95]}

@@ -27,13 +27,15 @@ import pytest
 import torch
 from torch import Tensor
 
-import tfs_decoder.training.cli
+import tfs_decoder.training.commands
 import tfs_decoder.training.trainer
 from tfs_decoder import Decoder, DecoderConfig
 from tfs_decoder.training.attention_plot import attention_patterns, plot_attention
-from tfs_decoder.training.checkpoint import load_checkpoint, load_model, save_checkpoint
-from tfs_decoder.training.cli import build_parser, main, train_config_from_args
+from tfs_decoder.training.checkpoint import save_checkpoint
+from tfs_decoder.training.cli import build_parser, main
 from tfs_decoder.training.errors import TfsError
+from tfs_decoder.training.flags import train_config_from_args
+from tfs_decoder.training.load import load_checkpoint, load_model
 from tfs_decoder.training.presets import DEFAULT_PRESET, PRESETS, preset_config
 from tfs_decoder.training.tokenizer import CharTokenizer
 from tfs_decoder.training.trainer import TrainConfig
@@ -129,6 +131,7 @@ def test_issue_flags_are_spelled_as_documented(capsys: pytest.CaptureFixture[str
         "--batch-size", "--grad-accum", "--lr", "--min-lr", "--warmup-steps", "--max-steps",
         "--weight-decay", "--dropout", "--eval-interval", "--eval-steps", "--seed",
         "--tokenizer", "--out", "--resume", "--device", "--dtype", "--compile",
+        "--time-budget", "--checkpoint-minutes", "--checkpoint-interval",
     ]  # fmt: skip
     for flag in flags:
         assert re.search(rf"{flag}\b", out), flag
@@ -160,7 +163,12 @@ def test_presets_are_valid_and_gpt2_8l_has_gpt2_small_widths() -> None:
     assert gpt2.tokenizer == "bpe"
     assert gpt2.grad_accum > 1
     smoke, cpu = preset_config("smoke"), preset_config("cpu")
-    assert smoke.max_steps * smoke.d_model < cpu.max_steps * cpu.d_model
+    assert cpu.max_steps is None
+    assert cpu.budget_seconds() == 600
+    assert gpt2.budget_seconds() is None
+    assert smoke.budget_seconds() is None
+    assert smoke.max_steps is not None
+    assert smoke.d_model < cpu.d_model
 
 
 def test_unknown_preset_lists_the_known_ones() -> None:
@@ -566,7 +574,7 @@ def test_cli_plots_the_requested_layer(
         drawn.append((patterns, list(labels)))
         return plot_attention(patterns, labels, out, title=title)
 
-    monkeypatch.setattr(tfs_decoder.training.cli, "plot_attention", recording_plot)
+    monkeypatch.setattr(tfs_decoder.training.commands, "plot_attention", recording_plot)
     model, _, _ = load_model(checkpoint)
     tokens = torch.tensor([CharTokenizer(list(PLOT_CHARS)).encode(PROMPT_TEXT)])
     for layer, index in [("1", 1), ("-1", 1), ("0", 0), ("-2", 0)]:

@@ -75,7 +75,8 @@ SCRIPT = textwrap.dedent(
     """
     import json, os, sys
     import torch
-    import tfs_decoder.training.trainer as train_module
+    import tfs_decoder.training.data as data_module
+    import tfs_decoder.training.state as state_module
     from tfs_decoder.training.batches import WindowSampler
     from tfs_decoder.training.cli import main
 
@@ -91,14 +92,14 @@ SCRIPT = textwrap.dedent(
                                     "starts": starts}) + "\\n")
             return super().batch(step)
 
-    build_optimizer = train_module.build_optimizer
+    build_optimizer = state_module.build_optimizer
 
     def recording_build_optimizer(model, *args, **kwargs):
         models.append(model)
         return build_optimizer(model, *args, **kwargs)
 
-    train_module.WindowSampler = RecordingSampler
-    train_module.build_optimizer = recording_build_optimizer
+    data_module.WindowSampler = RecordingSampler
+    state_module.build_optimizer = recording_build_optimizer
     status = main(sys.argv[2:])
     flat = torch.cat([p.detach().flatten() for p in models[0].parameters()])
     with open(os.path.join(record_dir, f"final-{rank}.json"), "w") as f:

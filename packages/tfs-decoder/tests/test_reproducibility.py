@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from tfs_decoder.training.checkpoint import load_checkpoint
+from tfs_decoder.training.load import load_checkpoint
 
 FLAGS = [
     "--d-model", "64", "--n-layers", "2", "--n-heads", "2", "--d-mlp", "128",

@@ -17,10 +17,10 @@ import safetensors.torch
 import torch
 import torch.nn.functional as F
 
-import tfs_decoder.training.trainer as train_module
+import tfs_decoder.training.loop as loop_module
 from tfs_decoder import Decoder, DecoderConfig, cross_entropy
-from tfs_decoder.training.checkpoint import load_checkpoint
 from tfs_decoder.training.errors import CheckpointError, TfsError
+from tfs_decoder.training.load import load_checkpoint
 from tfs_decoder.training.optim import lr_at
 from tfs_decoder.training.trainer import (
     TrainConfig,
@@ -320,8 +320,8 @@ def test_train_config_round_trips_through_a_checkpoint(tmp_path: Path) -> None:
     result = train(config, progress=False)
     assert result.checkpoint is not None
     saved = json.loads((result.checkpoint / "config.json").read_text(encoding="utf-8"))
-    assert TrainConfig(**saved["train"]) == config
-    assert saved["train"] == dataclasses.asdict(config)
+    assert TrainConfig(**saved["train"]) == config.resolved()
+    assert saved["train"] == dataclasses.asdict(config.resolved())
 
 
 def test_diverged_loss_stops_with_a_clear_error(
@@ -330,7 +330,7 @@ def test_diverged_loss_stops_with_a_clear_error(
     def nan_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return cross_entropy(logits, targets) * float("nan")
 
-    monkeypatch.setattr(train_module, "cross_entropy", nan_loss)
+    monkeypatch.setattr(loop_module, "cross_entropy", nan_loss)
     with pytest.raises(TfsError, match=r"training diverged: the loss is nan at step 5"):
         train(tiny_config(tmp_path, max_steps=10), progress=False)
 
@@ -351,7 +351,7 @@ def loss_from_step(
                 return effect(loss)  # type: ignore[no-any-return]
         return loss
 
-    monkeypatch.setattr(train_module, "cross_entropy", patched)
+    monkeypatch.setattr(loop_module, "cross_entropy", patched)
 
 
 def metrics_at(out: Path) -> list[dict[str, Any]]:

@@ -6,9 +6,10 @@ checkpoints, the corpus, tokenizers, batches, devices, distributed setup, the pr
 plots and the command line.
 """
 
-from tfs_decoder.training.checkpoint import Checkpoint, load_checkpoint, load_model, save_checkpoint
+from tfs_decoder.training.checkpoint import Checkpoint, save_checkpoint
 from tfs_decoder.training.config import TrainConfig
 from tfs_decoder.training.errors import CheckpointError, DataError, TfsError
+from tfs_decoder.training.load import load_checkpoint, load_model
 from tfs_decoder.training.presets import PRESETS, preset_config
 from tfs_decoder.training.tokenizer import BPETokenizer, CharTokenizer, Tokenizer
 from tfs_decoder.training.trainer import TrainingInterrupted, TrainResult, evaluate, train

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -12,6 +13,8 @@ from tfs_decoder.config import DecoderConfig
 from tfs_decoder.training.errors import TfsError
 
 TOKENIZERS = ("char", "bpe")
+# Minutes of the time budget a run gets when neither --time-budget nor --max-steps is given.
+DEFAULT_TIME_BUDGET = 10.0
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES: dict[str, torch.dtype | None] = {
     "auto": None,  # resolved per device by resolve_dtype
@@ -36,8 +39,13 @@ class TrainConfig:
     (``d_model`` is ``--d-model``).
 
     The defaults are the ``cpu`` preset, what ``tfs train`` runs with no arguments: the
-    8-layer model, 128 wide, on 128-character windows, tuned to finish within 10 minutes
-    on 2 CPU cores; :mod:`tfs_decoder.training.presets` holds the others.
+    8-layer model, 128 wide, on 128-character windows, for as many steps as fit in a
+    10-minute time budget; :mod:`tfs_decoder.training.presets` holds the others.
+
+    A field left at ``None`` is derived from the others when the run starts
+    (:meth:`resolved`), so a default never refuses a flag the user gave: ``--max-steps 8``
+    alone gets 0 warmup steps and an evaluation every step, ``--lr 1e-4`` alone ends its
+    cosine at ``1e-5``.
 
     Attributes:
         data: a text file or a folder of ``.txt`` files; ``None`` = the built-in corpus.
@@ -48,10 +56,18 @@ class TrainConfig:
         batch_size: windows per micro-batch per process; ``grad_accum`` micro-batches make
             one optimiser step, so a step sees ``batch_size * grad_accum * world_size`` windows.
         lr, min_lr, warmup_steps, max_steps: the schedule
-            (:func:`~tfs_decoder.training.optim.lr_at`).
+            (:func:`~tfs_decoder.training.optim.lr_at`). ``max_steps=None``: as many steps as
+            fit in the time budget. ``min_lr=None``: ``lr / 10``. ``warmup_steps=None``:
+            ``min(100, max_steps // 10)``.
+        time_budget: minutes the whole run may take (setup, steps, evaluations, checkpoints,
+            sample). Without ``max_steps`` the step count is fitted to it from the measured
+            speed of the first steps; with ``max_steps`` it is a deadline that ends the run
+            early if the steps do not fit. ``None``: 10 minutes when ``max_steps`` is
+            ``None``, else no budget; ``0``: no budget.
         weight_decay: AdamW's decoupled weight decay, on matrices only.
         eval_interval, eval_steps: evaluate every ``eval_interval`` steps on ``eval_steps``
-            fixed batches of the validation split (and after the last step).
+            fixed batches of the validation split (and after the last step). ``None``:
+            ``min(100, ceil(max_steps / 10))`` and ``min(20, max(2, max_steps // 5))``.
         seed: seeds the model's initialisation, the batches, dropout and the sample.
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` (``"cuda:N"``) or ``"mps"``.
         dtype: ``"auto"`` (bf16 autocast on CUDA where supported, else float32),
@@ -64,8 +80,9 @@ class TrainConfig:
         grad_clip: clip the gradient's global norm to this; ``0`` disables clipping.
         sample_tokens, sample_prompt: the sample generated at the end (0 tokens: none).
         log_interval: steps between ``metrics.jsonl`` lines (and progress lines off a terminal).
-        checkpoint_interval: steps between checkpoints (one is always written at the end;
-            ``0``: only that one).
+        checkpoint_minutes: minutes of wall time between checkpoints (``0``: none by time).
+        checkpoint_interval: steps between checkpoints (``0``: none by step count). One is
+            always written at the end.
     """
 
     data: str | None = None
@@ -80,13 +97,14 @@ class TrainConfig:
     batch_size: int = 32
     grad_accum: int = 1
     lr: float = 5e-3
-    min_lr: float = 5e-4
-    warmup_steps: int = 100
-    max_steps: int = 1100
+    min_lr: float | None = None
+    warmup_steps: int | None = None
+    max_steps: int | None = None
+    time_budget: float | None = None
     weight_decay: float = 0.1
     dropout: float = 0.0
-    eval_interval: int = 100
-    eval_steps: int = 20
+    eval_interval: int | None = None
+    eval_steps: int | None = None
     seed: int = 1337
     device: str = "auto"
     dtype: str = "auto"
@@ -98,7 +116,8 @@ class TrainConfig:
     sample_tokens: int = 500
     sample_prompt: str = "\n"
     log_interval: int = 10
-    checkpoint_interval: int = 250
+    checkpoint_minutes: float = 2.0
+    checkpoint_interval: int = 0
 
     def __post_init__(self) -> None:
         self.validate()
@@ -114,44 +133,79 @@ class TrainConfig:
             "n_ctx",
             "batch_size",
             "grad_accum",
-            "max_steps",
-            "eval_interval",
-            "eval_steps",
             "log_interval",
         )
         for name in positive:
             _check_int(name, getattr(self, name), minimum=1)
-        for name in ("warmup_steps", "checkpoint_interval", "sample_tokens", "seed"):
+        for name in ("max_steps", "eval_interval", "eval_steps"):
+            _check_int(name, getattr(self, name), minimum=1, optional=True)
+        for name in ("checkpoint_interval", "sample_tokens", "seed"):
             _check_int(name, getattr(self, name), minimum=0)
+        _check_int("warmup_steps", self.warmup_steps, minimum=0, optional=True)
         if self.d_model % self.n_heads:
             raise ConfigError(
                 f"--n-heads: expected a divisor of --d-model={self.d_model} "
                 f"(d_head = d_model / n_heads), got {self.n_heads}"
             )
-        if self.warmup_steps > self.max_steps:
+        if (
+            self.warmup_steps is not None
+            and self.max_steps is not None
+            and self.warmup_steps > self.max_steps
+        ):
             raise ConfigError(
                 f"--warmup-steps: expected at most --max-steps={self.max_steps}, "
                 f"got {self.warmup_steps}"
             )
         _check_float("lr", self.lr, low=0.0, low_open=True)
-        _check_float("min_lr", self.min_lr, low=0.0, high=self.lr, what=f"<= --lr={self.lr}")
+        if self.min_lr is not None:
+            _check_float("min_lr", self.min_lr, low=0.0, high=self.lr, what=f"<= --lr={self.lr}")
+        if self.time_budget is not None:
+            _check_float("time_budget", self.time_budget, low=0.0)
+        _check_float("checkpoint_minutes", self.checkpoint_minutes, low=0.0)
         _check_float("weight_decay", self.weight_decay, low=0.0)
         _check_float("dropout", self.dropout, low=0.0, high=1.0, high_open=True)
         _check_float("val_fraction", self.val_fraction, low=0.0, high=1.0, low_open=True,
                      high_open=True)  # fmt: skip
         _check_float("grad_clip", self.grad_clip, low=0.0)
-        if self.tokenizer not in TOKENIZERS:
-            raise ConfigError(f"--tokenizer: expected one of {TOKENIZERS}, got {self.tokenizer!r}")
+        _check_choice("tokenizer", self.tokenizer, TOKENIZERS)
         if not (self.device in DEVICES or self.device.startswith("cuda:")):
             raise ConfigError(f"--device: expected one of {DEVICES}, got {self.device!r}")
-        if self.attention_backend not in BACKENDS:
-            raise ConfigError(
-                f"--attention-backend: expected one of {BACKENDS}, got {self.attention_backend!r}"
-            )
-        if self.dtype not in DTYPES:
-            raise ConfigError(f"--dtype: expected one of {tuple(DTYPES)}, got {self.dtype!r}")
+        _check_choice("attention_backend", self.attention_backend, BACKENDS)
+        _check_choice("dtype", self.dtype, tuple(DTYPES))
         if not isinstance(self.sample_prompt, str):
             raise ConfigError(f"sample_prompt: expected a str, got {self.sample_prompt!r}")
+
+    def budget_seconds(self) -> float | None:
+        """The run's time budget in seconds, or ``None`` when it has none: ``time_budget``
+        if given (``0``: none), else :data:`DEFAULT_TIME_BUDGET` minutes when ``max_steps``
+        is not given either."""
+        if self.time_budget is not None:
+            return self.time_budget * 60.0 if self.time_budget > 0 else None
+        return DEFAULT_TIME_BUDGET * 60.0 if self.max_steps is None else None
+
+    def resolved(self, max_steps: int | None = None) -> TrainConfig:
+        """These settings with ``max_steps`` (given here when the time budget chose it),
+        every field left at ``None`` derived from it (see the class docstring) and
+        ``time_budget`` in minutes (``0``: none). A checkpoint saves these, so a resumed run
+        keeps the step count and the schedule.
+
+        A ``warmup_steps`` the user gave that is longer than the ``max_steps`` a time budget
+        chose is shortened to it: the budget then leaves no room for more.
+        """
+        steps = self.max_steps if max_steps is None else max_steps
+        if steps is None:
+            raise ValueError("max_steps: expected an int, got None (no time budget chose it)")
+        warmup = min(100, steps // 10) if self.warmup_steps is None else self.warmup_steps
+        budget_s = self.budget_seconds()
+        return dataclasses.replace(
+            self,
+            max_steps=steps,
+            time_budget=0.0 if budget_s is None else budget_s / 60,
+            warmup_steps=min(warmup, steps),
+            min_lr=self.lr / 10 if self.min_lr is None else self.min_lr,
+            eval_interval=self.eval_interval or min(100, math.ceil(steps / 10)),
+            eval_steps=self.eval_steps or min(20, max(2, steps // 5)),
+        )
 
     def model_config(self, d_vocab: int) -> DecoderConfig:
         """The :class:`~tfs_decoder.DecoderConfig` these settings describe."""
@@ -168,10 +222,17 @@ class TrainConfig:
         )
 
 
-def _check_int(name: str, value: object, *, minimum: int) -> None:
+def _check_int(name: str, value: object, *, minimum: int, optional: bool = False) -> None:
+    if value is None and optional:
+        return
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         expected = "a positive int" if minimum == 1 else f"an int >= {minimum}"
         raise ConfigError(f"{_flag(name)}: expected {expected}, got {value!r}")
+
+
+def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{_flag(name)}: expected one of {choices}, got {value!r}")
 
 
 def _check_float(

@@ -11,3 +11,12 @@ class DataError(TfsError, ValueError):
 
 class CheckpointError(TfsError, ValueError):
     """A checkpoint is missing, corrupt, or does not match the requested model."""
+
+
+class UsageError(TfsError):
+    """A command line argparse could not parse (unknown flag, bad value, missing argument)."""
+
+
+def one_line(message: str) -> str:
+    """``message``'s non-blank lines, stripped and joined by ``"; "``."""
+    return "; ".join(line.strip() for line in message.strip().splitlines() if line.strip())

@@ -16,7 +16,7 @@ DEFAULT_PRESET = "cpu"
 
 PRESETS: dict[str, dict[str, Any]] = {
     # The no-argument main job: TrainConfig's defaults (the 8-layer model on the default
-    # corpus, char tokens, sized to finish within 10 minutes on 2 CPU cores).
+    # corpus, char tokens, as many steps as fit in a 10-minute time budget).
     "cpu": {},
     # GPT-2 small's widths with 8 layers and a 1024-token context, byte-level BPE; sized
     # for one GPU (32 x 1024 tokens per micro-batch, 4 micro-batches per step).
@@ -29,14 +29,13 @@ PRESETS: dict[str, dict[str, Any]] = {
         "batch_size": 32,
         "grad_accum": 4,
         "lr": 6e-4,
-        "min_lr": 6e-5,
         "warmup_steps": 200,
         "max_steps": 5000,
         "weight_decay": 0.1,
         "dropout": 0.0,
         "eval_interval": 250,
         "eval_steps": 50,
-        "checkpoint_interval": 500,
+        "checkpoint_minutes": 10.0,
         "tokenizer": "bpe",
         "bpe_vocab_size": 8192,
         "compile": True,
@@ -51,7 +50,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         "batch_size": 8,
         "grad_accum": 1,
         "lr": 3e-3,
-        "min_lr": 3e-4,
         "warmup_steps": 2,
         "max_steps": 20,
         "weight_decay": 0.1,

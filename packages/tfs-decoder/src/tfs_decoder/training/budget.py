@@ -1,0 +1,156 @@
+"""The time budget of a run: measure what a step costs, fit the step count to the budget,
+and end the run early when the rest would not fit.
+
+A run with a budget of ``B`` seconds and no ``max_steps`` first times a few training steps
+on its first batches (then puts weights and optimizer state back as they were), one
+validation batch and a few generated tokens.
+:func:`steps_within` then picks the largest step count whose steps, evaluations and
+closing sample fit in what is left of ``B`` after a safety share. The count becomes the
+run's ``max_steps`` before step 0, so the cosine schedule is fitted to it and a resumed
+run continues exactly the same schedule.
+
+Speed drifts (other programs, thermal limits), so :class:`Deadline` also watches the
+clock: when the next step and the run's ending would pass ``B``, the run ends early.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from tfs_decoder.decoder import Decoder
+from tfs_decoder.training.config import TrainConfig
+from tfs_decoder.training.device import autocast
+
+# Timed steps of the probe, after one untimed (allocations, torch.compile). A fixed count,
+# so that under DDP every rank runs the same collectives.
+PROBE_STEPS = 4
+# Tokens generated to time the closing sample.
+PROBE_TOKENS = 8
+# The share of the budget kept free for what the measurement misses (checkpoints, the
+# plot, slower stretches) and the seconds kept for the interpreter's start and exit.
+SAFETY_SHARE = 0.03
+SAFETY_S = 5.0
+# What the deadline keeps for the interpreter's start (before the clock starts) and exit.
+DEADLINE_SLACK_S = 3.0
+
+
+@dataclass(frozen=True)
+class Costs:
+    """Measured seconds of the parts of a run.
+
+    Attributes:
+        step_s: one optimizer step (``grad_accum`` micro-batches).
+        eval_batch_s: one validation batch, forward only.
+        token_s: one generated token of the closing sample.
+    """
+
+    step_s: float
+    eval_batch_s: float
+    token_s: float
+
+
+def measure_costs(
+    train_step: Callable[[int], object],
+    model: Decoder,
+    optimizer: torch.optim.Optimizer,
+    val_batch: Tensor,
+    *,
+    device: torch.device,
+    dtype: torch.dtype | None,
+) -> Costs:
+    """Time ``train_step`` (a whole optimizer step, given the step index) on the first
+    training batches, a forward pass of ``val_batch`` and :data:`PROBE_TOKENS` generated
+    tokens, then put the weights and the optimizer state back as they were, bit for bit."""
+    weights = {name: value.detach().clone() for name, value in model.state_dict().items()}
+    optimizer_state = copy.deepcopy(optimizer.state_dict())
+    try:
+        train_step(0)
+        started = _now(device)
+        for index in range(1, PROBE_STEPS + 1):
+            train_step(index)
+        step_s = (_now(device) - started) / PROBE_STEPS
+    finally:
+        model.load_state_dict(weights)
+        optimizer.load_state_dict(optimizer_state)
+        optimizer.zero_grad(set_to_none=True)
+    model.eval()
+    try:
+        with torch.no_grad(), autocast(device, dtype):
+            started = _now(device)
+            model(val_batch.to(device))
+            eval_batch_s = _now(device) - started
+            started = _now(device)
+            model.generate(val_batch[:1, :1].to(device), PROBE_TOKENS)
+            token_s = (_now(device) - started) / PROBE_TOKENS
+    finally:
+        model.train()
+    return Costs(step_s, eval_batch_s, token_s)
+
+
+def steps_within(budget_s: float, spent_s: float, costs: Costs, config: TrainConfig) -> int:
+    """The most steps ``n`` such that ``n`` steps, their evaluations (the ``eval_interval``
+    and ``eval_steps`` :meth:`TrainConfig.resolved` derives for ``n``) and the closing
+    sample fit in ``budget_s - spent_s`` less the safety margins; ``0`` if none does."""
+    left = budget_s * (1.0 - SAFETY_SHARE) - SAFETY_S - spent_s
+
+    def total(n: int) -> float:
+        resolved = config.resolved(n)
+        assert resolved.eval_interval is not None
+        assert resolved.eval_steps is not None
+        evaluations = n // resolved.eval_interval + 1
+        eval_s = evaluations * resolved.eval_steps * costs.eval_batch_s
+        return n * costs.step_s + eval_s + config.sample_tokens * costs.token_s
+
+    low, high = 0, max(1, int(left / max(costs.step_s, 1e-9)) + 1)
+    while low < high:  # total() grows with n: the largest n with total(n) <= left
+        middle = (low + high + 1) // 2
+        if total(middle) <= left:
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
+
+class Deadline:
+    """Says when a run must end early to finish within its budget.
+
+    It keeps time for the next step and its evaluation, the closing evaluation and sample
+    (as :class:`Costs` measured them), the slowest checkpoint save seen so far, and the
+    interpreter's start and exit. It is looser than :func:`steps_within`'s plan, so it only
+    ends a run that is slower than the probe measured.
+    """
+
+    def __init__(self, budget_s: float, costs: Costs, config: TrainConfig) -> None:
+        assert config.eval_steps is not None
+        self.budget_s = budget_s
+        eval_s = config.eval_steps * costs.eval_batch_s
+        self.ending_s = 2 * eval_s + config.sample_tokens * costs.token_s + DEADLINE_SLACK_S
+        self.step_s = costs.step_s
+        self.slowest_save_s = 0.0
+
+    def note_step(self, seconds: float) -> None:
+        """The latest measured seconds per step."""
+        self.step_s = seconds
+
+    def note_save(self, seconds: float) -> None:
+        self.slowest_save_s = max(self.slowest_save_s, seconds)
+
+    def passed(self, elapsed_s: float) -> bool:
+        """Whether one more step after ``elapsed_s`` seconds would end the run late."""
+        need = self.step_s + self.ending_s + self.slowest_save_s
+        return elapsed_s + need > self.budget_s
+
+
+def _now(device: torch.device) -> float:
+    """The clock, after the device has finished the work queued so far."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+    return time.perf_counter()
