@@ -110,17 +110,15 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def test_two_process_ddp_run(tmp_path: Path) -> None:
-    """torchrun --nproc_per_node=2 on CPU (gloo): both ranks finish with identical weights,
-    read disjoint windows at every step, only rank 0 writes the run directory, and the
-    loss is finite and falls."""
+def torchrun(tmp_path: Path, flags: list[str]) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """Run SCRIPT under torchrun --nproc_per_node=2 on CPU (gloo) with `tfs train` and the
+    model flags of a tiny run plus ``flags``; returns the process and the records folder."""
     data = tmp_path / "corpus.txt"
     data.write_text(" ".join(["the cat sat on the mat", "a dog ran"] * 300), encoding="utf-8")
     script = tmp_path / "ddp_script.py"
     script.write_text(SCRIPT, encoding="utf-8")
     records = tmp_path / "records"
     records.mkdir()
-    out = tmp_path / "run"
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     env["OMP_NUM_THREADS"] = "1"
     for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
@@ -129,17 +127,28 @@ def test_two_process_ddp_run(tmp_path: Path) -> None:
     command = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
         str(script), str(records),
-        "train", "--data", str(data), "--out", str(out), "--device", "cpu",
+        "train", "--data", str(data), "--out", str(tmp_path / "run"), "--device", "cpu",
         "--d-model", "16", "--n-layers", "1", "--n-heads", "2", "--d-mlp", "32",
-        "--n-ctx", "16", "--batch-size", "4", "--grad-accum", "2", "--max-steps", "16",
-        "--warmup-steps", "2", "--lr", "0.01", "--min-lr", "0.001", "--eval-interval", "8",
-        "--eval-steps", "2", "--log-interval", "4", "--checkpoint-interval", "8",
-        "--sample-tokens", "5", "--sample-prompt", "the ", "--seed", "1",
+        "--n-ctx", "16", "--batch-size", "4", "--grad-accum", "2", *flags,
     ]  # fmt: skip
     completed = subprocess.run(
         command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
+    return completed, records
+
+
+def test_two_process_ddp_run(tmp_path: Path) -> None:
+    """torchrun --nproc_per_node=2 on CPU (gloo): both ranks finish with identical weights,
+    read disjoint windows at every step, only rank 0 writes the run directory, and the
+    loss is finite and falls."""
+    completed, records = torchrun(tmp_path, [
+        "--max-steps", "16", "--warmup-steps", "2", "--lr", "0.01", "--min-lr", "0.001",
+        "--eval-interval", "8", "--eval-steps", "2", "--log-interval", "4",
+        "--checkpoint-interval", "8", "--sample-tokens", "5", "--sample-prompt", "the ",
+        "--seed", "1",
+    ])  # fmt: skip
+    out = tmp_path / "run"
 
     # Only rank 0 wrote the run directory, and it wrote everything.
     names = sorted(p.name for p in out.iterdir())
@@ -171,3 +180,20 @@ def test_two_process_ddp_run(tmp_path: Path) -> None:
     assert all(w["world_size"] == 2 for rank in windows for w in rank)
     for w0, w1 in zip(windows[0], windows[1], strict=True):
         assert not set(w0["starts"]) & set(w1["starts"])  # disjoint windows at every step
+
+
+def test_ranks_agree_on_the_clock(tmp_path: Path) -> None:
+    """With a time budget (its probe's steps, a deadline) and a checkpoint due after every
+    step by rank 0's clock, every rank takes part in the same collectives: the run ends
+    normally with equal weights and a checkpoint of every step."""
+    _, records = torchrun(tmp_path, [
+        "--max-steps", "6", "--time-budget", "5", "--checkpoint-minutes", "1e-9",
+        "--sample-tokens", "0",
+    ])  # fmt: skip
+    finals = [json.loads((records / f"final-{r}.json").read_text()) for r in (0, 1)]
+    assert [f["status"] for f in finals] == [0, 0]
+    assert finals[0]["weights"] == finals[1]["weights"]
+    out = tmp_path / "run"
+    assert (out / "latest").read_text().strip() == "ckpt-0000006"
+    saved = json.loads((out / "ckpt-0000006" / "config.json").read_text())["train"]
+    assert (saved["max_steps"], saved["time_budget"]) == (6, 5.0)

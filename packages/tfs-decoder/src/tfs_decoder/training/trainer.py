@@ -218,7 +218,8 @@ def _fix_steps(run: Run, saved_steps: int | None) -> Deadline | None:
     )  # fmt: skip
     costs = broadcast_object(costs, run.info)
     if steps is None:
-        steps = steps_within(budget_s, run.elapsed(), costs, config)
+        # Rank 0's count for every rank: the ranks' clocks differ.
+        steps = broadcast_object(steps_within(budget_s, run.elapsed(), costs, config), run.info)
         if steps < 1:
             raise ConfigError(
                 f"--time-budget: expected enough minutes for one step, got {budget_s / 60:g} "
