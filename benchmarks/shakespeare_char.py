@@ -17,7 +17,7 @@ import argparse
 import time
 from pathlib import Path
 
-from tfs_decoder.training.trainer import TrainConfig, train
+from tfs_decoder.training import TrainConfig, train
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"
 
@@ -47,6 +47,7 @@ def main() -> None:
         eval_interval=250,
         eval_steps=200,
         checkpoint_interval=0,
+        checkpoint_minutes=0.0,
         sample_tokens=300,
     )
     started = time.perf_counter()

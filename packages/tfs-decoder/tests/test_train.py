@@ -236,7 +236,9 @@ def test_run_without_progress_prints_nothing(
 
 def test_gradient_accumulation_matches_one_big_batch(tmp_path: Path) -> None:
     """batch 4 x 2 micro-batches reads the same windows as batch 8 (the sampler's stream of
-    windows is cut into micro-batches), so the runs agree up to float rounding (1e-5)."""
+    windows is cut into micro-batches), so the runs agree up to float rounding (5e-5 on
+    weights of std 0.05: AdamW divides each update by the gradient's running RMS, which
+    magnifies the rounding of near-zero gradients)."""
     big = train(
         tiny_config(tmp_path, out=str(tmp_path / "a"), batch_size=8, max_steps=4, sample_tokens=0),
         progress=False,
@@ -255,7 +257,7 @@ def test_gradient_accumulation_matches_one_big_batch(tmp_path: Path) -> None:
     )
     a, b = weights(big.checkpoint), weights(accumulated.checkpoint)
     for name in a:
-        torch.testing.assert_close(a[name], b[name], atol=1e-5, rtol=0)
+        torch.testing.assert_close(a[name], b[name], atol=5e-5, rtol=0)
     # Same windows evaluated (2 batches of 8 = 4 batches of 4, evenly spaced alike).
     assert accumulated.val_loss == pytest.approx(big.val_loss, abs=1e-5)
     tokens = [r["tokens_per_s"] for r in metrics(accumulated)]
@@ -278,10 +280,10 @@ def test_loss_drops_below_the_unigram_entropy(tmp_path: Path) -> None:
     nats/char (the word choice, spread over its letters and the space).
 
     1 layer, d_model 32, 2 heads, n_ctx 16, batch 16, 60 steps, lr 1e-2 with cosine to 1e-3.
-    Seeds 0..9 measured (corpus seed 1000 + seed): final val loss 0.624 .. 0.709 nats/char,
-    0.240 .. 0.273 of H1. Threshold: val loss < 0.40 * H1 (~1.04 nats), a margin of 0.33
-    nats (1.46x) over the worst seed. Also checked: not below 0.9 x the entropy rate, which
-    no correct loss can beat.
+    Seeds 0..9 measured (corpus seed 1000 + seed, init_std 0.05): final val loss 0.547 ..
+    0.628 nats/char, 0.211 .. 0.243 of H1. Threshold: val loss < 0.40 * H1 (~1.04 nats), a
+    margin of 0.41 nats (1.65x) over the worst seed. Also checked: not below 0.9 x the
+    entropy rate, which no correct loss can beat.
     """
     seed = 0
     text = word_corpus(1000 + seed)

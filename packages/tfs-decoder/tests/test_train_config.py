@@ -39,5 +39,6 @@ def test_config_rejects_bad_settings(changes: dict[str, Any], match: str) -> Non
 def test_config_describes_the_model() -> None:
     config = TrainConfig(d_model=64, n_heads=4, d_mlp=96, n_layers=3, n_ctx=32, dropout=0.1)
     assert config.model_config(d_vocab=50) == DecoderConfig(
-        d_vocab=50, d_model=64, n_heads=4, d_head=16, d_mlp=96, n_layers=3, n_ctx=32, dropout=0.1
-    )
+        d_vocab=50, d_model=64, n_heads=4, d_head=16, d_mlp=96, n_layers=3, n_ctx=32,
+        dropout=0.1, init_std=0.05,
+    )  # fmt: skip

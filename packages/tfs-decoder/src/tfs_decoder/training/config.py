@@ -65,6 +65,10 @@ class TrainConfig:
             early if the steps do not fit. ``None``: 10 minutes when ``max_steps`` is
             ``None``, else no budget; ``0``: no budget.
         weight_decay: AdamW's decoupled weight decay, on matrices only.
+        init_std: the std of the weights' normal initialisation
+            (:class:`~tfs_decoder.DecoderConfig`'s ``init_std``). The default 0.05 is GPT-2's
+            0.02 scaled to this preset's width (``0.02 * sqrt(768 / 128)``): with 0.02 the
+            128-wide model spends its first 300 steps near the bigram loss.
         eval_interval, eval_steps: evaluate every ``eval_interval`` steps on ``eval_steps``
             fixed batches of the validation split (and after the last step). ``None``:
             ``min(100, ceil(max_steps / 10))`` and ``min(20, max(2, max_steps // 5))``.
@@ -103,6 +107,7 @@ class TrainConfig:
     time_budget: float | None = None
     weight_decay: float = 0.1
     dropout: float = 0.0
+    init_std: float = 0.05
     eval_interval: int | None = None
     eval_steps: int | None = None
     seed: int = 1337
@@ -164,6 +169,7 @@ class TrainConfig:
         _check_float("checkpoint_minutes", self.checkpoint_minutes, low=0.0)
         _check_float("weight_decay", self.weight_decay, low=0.0)
         _check_float("dropout", self.dropout, low=0.0, high=1.0, high_open=True)
+        _check_float("init_std", self.init_std, low=0.0, low_open=True)
         _check_float("val_fraction", self.val_fraction, low=0.0, high=1.0, low_open=True,
                      high_open=True)  # fmt: skip
         _check_float("grad_clip", self.grad_clip, low=0.0)
@@ -218,6 +224,7 @@ class TrainConfig:
             n_layers=self.n_layers,
             n_ctx=self.n_ctx,
             dropout=self.dropout,
+            init_std=self.init_std,
             attention_backend=self.attention_backend,
         )
 

@@ -91,6 +91,8 @@ TRAIN_FLAGS: list[tuple[str, dict[str, Any]]] = [
     ("d_mlp", dict(type=int, metavar="N", help="hidden width of the MLP")),
     ("n_ctx", dict(type=int, metavar="N", help="context length in tokens")),
     ("dropout", dict(type=float, metavar="P", help="dropout probability")),
+    ("init_std", dict(type=float, metavar="STD", help="std of the weights' normal "
+     "initialisation")),
     ("batch_size", dict(type=int, metavar="N", help="windows per micro-batch (per process)")),
     ("grad_accum", dict(type=int, metavar="N", help="micro-batches per optimiser step")),
     ("lr", dict(type=float, metavar="LR", help="peak learning rate")),
