@@ -67,8 +67,9 @@ class TrainConfig:
         weight_decay: AdamW's decoupled weight decay, on matrices only.
         init_std: the std of the weights' normal initialisation
             (:class:`~tfs_decoder.DecoderConfig`'s ``init_std``). The default 0.05 is GPT-2's
-            0.02 scaled to this preset's width (``0.02 * sqrt(768 / 128)``): with 0.02 the
-            128-wide model spends its first 300 steps near the bigram loss.
+            0.02 scaled to this preset's width (``0.02 * sqrt(768 / 128)``). With 0.02 the
+            128-wide model starts about 100 steps later (validation loss 1.83 at step 300
+            against 1.57) and ends 0.04 nats higher after 900 steps.
         eval_interval, eval_steps: evaluate every ``eval_interval`` steps on ``eval_steps``
             fixed batches of the validation split (and after the last step). ``None``:
             ``min(100, ceil(max_steps / 10))`` and ``min(20, max(2, max_steps // 5))``.
