@@ -64,7 +64,9 @@ class TrainConfig:
             speed of the first steps; with ``max_steps`` it is a deadline that ends the run
             early if the steps do not fit. ``None``: 10 minutes when ``max_steps`` is
             ``None``, else no budget; ``0``: no budget.
-        weight_decay: AdamW's decoupled weight decay, on matrices only.
+        weight_decay: AdamW's decoupled weight decay, on matrices only. The default 0.5
+            (GPT-2 and the other presets: 0.1) slows the memorising of the 419k-character
+            built-in corpus: after 1,047 steps the validation loss is 1.183 instead of 1.198.
         init_std: the std of the weights' normal initialisation
             (:class:`~tfs_decoder.DecoderConfig`'s ``init_std``). The default 0.05 is GPT-2's
             0.02 scaled to this preset's width (``0.02 * sqrt(768 / 128)``). With 0.02 the
@@ -106,7 +108,7 @@ class TrainConfig:
     warmup_steps: int | None = None
     max_steps: int | None = None
     time_budget: float | None = None
-    weight_decay: float = 0.1
+    weight_decay: float = 0.5
     dropout: float = 0.0
     init_std: float = 0.05
     eval_interval: int | None = None

@@ -160,7 +160,7 @@ class TrainingLoop:
                 if interrupt.set:
                     self._save_on_interrupt()
                 if late:
-                    self.ended_early = True
+                    self.ended_early = self.step < stop
                     break
         self.bar.close()
 
