@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,8 @@ import tfs_decoder.training.trainer as trainer_module
 from tfs_decoder.training.budget import Costs, Deadline, steps_within
 from tfs_decoder.training.checkpoint import save_checkpoint
 from tfs_decoder.training.config import ConfigError, TrainConfig
+from tfs_decoder.training.data import load_run_data
+from tfs_decoder.training.distributed import DistInfo
 from tfs_decoder.training.load import load_checkpoint
 from tfs_decoder.training.trainer import train
 
@@ -72,6 +75,20 @@ def test_a_fitted_run_equals_the_same_run_with_its_step_count_given(
         assert torch.equal(tensor, b.model_state[name]), name
     assert (a.train_config["max_steps"], a.train_config["time_budget"]) == (9, 5.0)
     assert (b.train_config["max_steps"], b.train_config["time_budget"]) == (9, 0.0)
+
+
+def test_a_fitted_count_makes_at_most_max_epochs_passes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """However many steps the budget would allow, a fitted count stops at ``max_epochs``
+    passes over the training tokens; a ``max_steps`` given is never shortened."""
+    monkeypatch.setattr(trainer_module, "steps_within", lambda *args: 10**6)
+    config = small_run(tmp_path, "epochs", time_budget=5.0, max_epochs=2.0, sample_tokens=0)
+    train_tokens = load_run_data(config, DistInfo(), None).train_ids.numel()
+    result = train(config, progress=False)
+    assert result.max_steps == math.ceil(2.0 * train_tokens / (4 * 16))
+    given = small_run(tmp_path, "given", max_steps=30, max_epochs=0.01, sample_tokens=0)
+    assert train(given, progress=False).step == 30
 
 
 def test_the_deadline_ends_a_run_early_with_a_checkpoint(tmp_path: Path) -> None:

@@ -64,6 +64,10 @@ class TrainConfig:
             speed of the first steps; with ``max_steps`` it is a deadline that ends the run
             early if the steps do not fit. ``None``: 10 minutes when ``max_steps`` is
             ``None``, else no budget; ``0``: no budget.
+        max_epochs: the most passes over the training text a step count chosen by the time
+            budget may make (``0``: no limit); it never shortens a ``max_steps`` given.
+            A small text is memorised past about ten passes: the default model on the
+            built-in corpus ends at 1.18 nats/char after 10 and at 1.25 after 15.
         weight_decay: AdamW's decoupled weight decay, on matrices only. The default 0.5
             (GPT-2 and the other presets: 0.1) slows the memorising of the 419k-character
             built-in corpus: after 1,047 steps the validation loss is 1.183 instead of 1.198.
@@ -108,6 +112,7 @@ class TrainConfig:
     warmup_steps: int | None = None
     max_steps: int | None = None
     time_budget: float | None = None
+    max_epochs: float = 10.0
     weight_decay: float = 0.5
     dropout: float = 0.0
     init_std: float = 0.05
@@ -169,6 +174,7 @@ class TrainConfig:
             _check_float("min_lr", self.min_lr, low=0.0, high=self.lr, what=f"<= --lr={self.lr}")
         if self.time_budget is not None:
             _check_float("time_budget", self.time_budget, low=0.0)
+        _check_float("max_epochs", self.max_epochs, low=0.0)
         _check_float("checkpoint_minutes", self.checkpoint_minutes, low=0.0)
         _check_float("weight_decay", self.weight_decay, low=0.0)
         _check_float("dropout", self.dropout, low=0.0, high=1.0, high_open=True)

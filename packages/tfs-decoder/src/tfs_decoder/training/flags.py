@@ -105,6 +105,8 @@ TRAIN_FLAGS: list[tuple[str, dict[str, Any]]] = [
     ("time_budget", dict(type=float, metavar="MIN", help="minutes the whole run may take; "
      "without --max-steps the step count is fitted to it, with --max-steps the run ends "
      "early if they do not fit; 0: none (default 10 without --max-steps, else none)")),
+    ("max_epochs", dict(type=float, metavar="E", help="most passes over the training text "
+     "a step count chosen by --time-budget may make (0: no limit)")),
     ("weight_decay", dict(type=float, metavar="W", help="AdamW weight decay (matrices only)")),
     ("grad_clip", dict(type=float, metavar="NORM", help="clip the gradient norm (0: off)")),
     ("eval_interval", dict(type=int, metavar="N", help="steps between validation runs "

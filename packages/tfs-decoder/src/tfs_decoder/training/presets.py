@@ -34,6 +34,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "weight_decay": 0.1,
         "dropout": 0.0,
         "init_std": 0.02,  # GPT-2's, for its width
+        "max_epochs": 0.0,  # no limit: big text
         "eval_interval": 250,
         "eval_steps": 50,
         "checkpoint_minutes": 10.0,

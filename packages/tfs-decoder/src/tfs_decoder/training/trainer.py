@@ -220,6 +220,7 @@ def _fix_steps(run: Run, saved_steps: int | None) -> Deadline | None:
     if steps is None:
         # Rank 0's count for every rank: the ranks' clocks differ.
         steps = broadcast_object(steps_within(budget_s, run.elapsed(), costs, config), run.info)
+        steps = min(steps, _epoch_steps(run))
         if steps < 1:
             raise ConfigError(
                 f"--time-budget: expected enough minutes for one step, got {budget_s / 60:g} "
@@ -228,6 +229,15 @@ def _fix_steps(run: Run, saved_steps: int | None) -> Deadline | None:
             )
     run.config = config.resolved(steps)
     return Deadline(budget_s, costs, run.config)
+
+
+def _epoch_steps(run: Run) -> int:
+    """The steps of ``max_epochs`` passes over the training tokens (all ranks together)."""
+    config = run.config
+    if not config.max_epochs:
+        return sys.maxsize
+    per_step = config.batch_size * config.n_ctx * config.grad_accum * run.info.world_size
+    return max(1, math.ceil(config.max_epochs * run.data.train_ids.numel() / per_step))
 
 
 def _start_files(run: Run) -> None:
