@@ -64,6 +64,11 @@ class Run:
         """Seconds of this run and the runs it resumed."""
         return self.state.previous_elapsed + time.perf_counter() - self.started
 
+    def tokens_per_step(self) -> int:
+        """Training tokens of one optimizer step, all processes together."""
+        config = self.config
+        return config.batch_size * config.n_ctx * config.grad_accum * self.info.world_size
+
     def evaluate(self) -> float:
         return evaluate(
             self.state.model, self.val_windows, device=self.device, dtype=self.dtype,
@@ -192,9 +197,9 @@ class TrainingLoop:
         loss = self._window_loss.item() / self._window_steps / run.info.world_size
         self._window_time += time.perf_counter() - t0
         self.train_time += self._window_time
-        tokens_per_step = config.batch_size * config.n_ctx * config.grad_accum
-        tokens_per_step *= run.info.world_size
-        self._tokens_per_s = tokens_per_step * self._window_steps / max(self._window_time, 1e-9)
+        self._tokens_per_s = (
+            run.tokens_per_step() * self._window_steps / max(self._window_time, 1e-9)
+        )
         if self.deadline is not None:
             self.deadline.note_step(self._window_time / self._window_steps)
         check_finite(loss, step)
@@ -221,8 +226,10 @@ class TrainingLoop:
     def _clock_says(self) -> tuple[bool, bool]:
         """``(a checkpoint is due by time, the deadline has passed)``: rank 0's clock
         decides, so that every rank saves and stops at the same step."""
-        now = time.perf_counter()
         minutes = self.run.config.checkpoint_minutes
+        if minutes <= 0 and self.deadline is None:
+            return False, False  # no clock to read: no collective either (same on every rank)
+        now = time.perf_counter()
         save_due = minutes > 0 and now - self._last_save >= minutes * 60
         late = self.deadline is not None and self.deadline.passed(self.run.elapsed())
         if not self.run.info.enabled:

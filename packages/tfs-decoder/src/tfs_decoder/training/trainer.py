@@ -236,8 +236,8 @@ def _epoch_steps(run: Run) -> int:
     config = run.config
     if not config.max_epochs:
         return sys.maxsize
-    per_step = config.batch_size * config.n_ctx * config.grad_accum * run.info.world_size
-    return max(1, math.ceil(config.max_epochs * run.data.train_ids.numel() / per_step))
+    passes = config.max_epochs * run.data.train_ids.numel()
+    return max(1, math.ceil(passes / run.tokens_per_step()))
 
 
 def _start_files(run: Run) -> None:
@@ -286,13 +286,12 @@ def _finish(run: Run, loop: TrainingLoop, *, progress: bool) -> TrainResult:
                 dtype=run.dtype,
             )  # fmt: skip
             write_text_atomic(run.out / SAMPLE_FILE, sample)
-    tokens_per_step = config.batch_size * config.n_ctx * config.grad_accum * run.info.world_size
-    steps_run = loop.step - run.state.start_step
+    tokens = run.tokens_per_step() * (loop.step - run.state.start_step)
     assert config.max_steps is not None
     result = TrainResult(
         out=run.out, step=loop.step, val_loss=val_loss,
         val_bits_per_char=val_loss * run.data.tokens_per_char / math.log(2),
-        tokens_per_s=tokens_per_step * steps_run / loop.train_time if loop.train_time else 0.0,
+        tokens_per_s=tokens / loop.train_time if loop.train_time else 0.0,
         elapsed_s=run.elapsed(), sample=sample, png=png, checkpoint=loop.last_checkpoint,
         world_size=run.info.world_size, max_steps=config.max_steps, ended_early=loop.ended_early,
         save_s=sum(loop.save_times) / len(loop.save_times) if loop.save_times else 0.0,
