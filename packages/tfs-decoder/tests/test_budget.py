@@ -117,6 +117,7 @@ def test_no_budget_and_no_step_count_is_refused(tmp_path: Path) -> None:
         ({"checkpoint_minutes": 1e-9}, list(range(1, 7))),  # due after every step
         ({"checkpoint_minutes": 0.0}, [6]),  # only the last
         ({"checkpoint_minutes": 0.0, "checkpoint_interval": 4}, [4, 6]),
+        ({"checkpoint_minutes": 10.0}, [6]),  # not due in a run of a second
     ],
 )
 def test_checkpoints_come_by_wall_time(
