@@ -1,0 +1,374 @@
+"""The checks tfs's MultiHeadAttention passes, runnable on any attention class.
+
+``check_attention(MyAttention)`` builds the class as tfs builds its own
+(``MyAttention(d_model=32, n_heads=2)``), expects tfs's parameter names and shapes, and
+returns a :class:`Report`: one line per check, and for each failure one sentence that
+names the concept with the evidence. Use it in a pytest test with
+``assert report.ok, str(report)``, or from the shell with ``tfs check attention FILE:CLASS``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from tfs_attention._checking import (
+    Check,
+    CheckFailed,
+    CheckResult,
+    Contract,
+    Report,
+    Subject,
+    expect_shape,
+    max_difference,
+    output,
+    run_checks,
+)
+from tfs_attention.attention import MultiHeadAttention
+
+__all__ = ["CheckResult", "Report", "check_attention", "fetch_accuracy"]
+
+D_MODEL, N_HEADS, D_HEAD, POS = 32, 2, 16, 6
+TOLERANCE = 1e-5
+"""float32: tfs's own fast path and its plain formula agree to about 1e-6 here."""
+
+CONTRACT = Contract(
+    signature="MultiHeadAttention(d_model, n_heads, d_head=None, causal=True)",
+    kwargs=lambda: {"d_model": D_MODEL, "n_heads": N_HEADS},
+    params={
+        "W_Q": (N_HEADS, D_MODEL, D_HEAD),
+        "W_K": (N_HEADS, D_MODEL, D_HEAD),
+        "W_V": (N_HEADS, D_MODEL, D_HEAD),
+        "W_O": (N_HEADS, D_HEAD, D_MODEL),
+        "b_Q": (N_HEADS, D_HEAD),
+        "b_K": (N_HEADS, D_HEAD),
+        "b_V": (N_HEADS, D_HEAD),
+        "b_O": (D_MODEL,),
+    },
+)
+
+
+def _weights(seed: int = 0, std: float = 0.25) -> dict[str, Tensor]:
+    """Random weights and biases large enough that attention patterns are far from uniform."""
+    gen = torch.Generator().manual_seed(seed)
+    return {
+        name: torch.randn(shape, generator=gen) * std for name, shape in CONTRACT.params.items()
+    }
+
+
+def _x(seed: int = 1, batch: int = 2) -> Tensor:
+    return torch.randn(batch, POS, D_MODEL, generator=torch.Generator().manual_seed(seed))
+
+
+def _run(module: nn.Module, x: Tensor) -> Tensor:
+    return output(module(x))
+
+
+def _reference(weights: dict[str, Tensor]) -> MultiHeadAttention:
+    reference = MultiHeadAttention(D_MODEL, N_HEADS)
+    reference.load_state_dict(weights)
+    return reference
+
+
+def _shapes(subject: Subject) -> None:
+    x = _x()
+    out = _run(subject.build(), x)
+    expect_shape(out, x.shape, "output for x [batch, pos, d_model]")
+    if out.dtype != torch.float32:
+        raise CheckFailed(f"dtype: float32 in gave {out.dtype} out")
+    out64 = _run(subject.build().double(), x.double())
+    if out64.dtype != torch.float64:
+        raise CheckFailed(f"dtype: float64 weights and input gave {out64.dtype} out")
+    wide = subject.build(n_heads=4, d_head=4)
+    expect_shape(_run(wide, x), x.shape, "output with n_heads=4, d_head=4")
+    if subject.named_as_tfs and tuple(wide.get_parameter("W_Q").shape) != (4, D_MODEL, 4):
+        raise CheckFailed(
+            f"n_heads, d_head: with n_heads=4, d_head=4 W_Q should be [4, {D_MODEL}, 4], got "
+            f"{list(wide.get_parameter('W_Q').shape)} — use the arguments, not fixed sizes"
+        )
+
+
+def _same_as_tfs(subject: Subject) -> None:
+    weights, x = _weights(), _x()
+    got = _run(subject.load(subject.build(), weights), x)
+    want = _reference(weights)(x)
+    difference = max_difference(got, want, "output")
+    if not difference <= TOLERANCE:
+        where = int((got - want).abs().amax(dim=(0, 2)).nan_to_num(math.inf).argmax())
+        raise CheckFailed(
+            f"under the same weights the output differs from tfs's by up to "
+            f"{difference:.3g} (first at position {where}; tolerance {TOLERANCE:g})"
+        )
+
+
+def _module_for_probes(subject: Subject, **overrides: bool) -> nn.Module:
+    """Random large weights when they can be set, else the class's own initialisation."""
+    module = subject.build(**overrides)
+    if subject.named_as_tfs:
+        subject.load(module, _weights())
+    return module
+
+
+def _changed_positions(module: nn.Module, x: Tensor, source: int) -> Tensor:
+    """How much the output at each position moves when the input at ``source`` does."""
+    nudged = x.clone()
+    nudged[:, source] += torch.randn(
+        x.shape[0], D_MODEL, generator=torch.Generator().manual_seed(2)
+    )
+    with torch.no_grad():
+        before, after = _run(module, x), _run(module, nudged)
+    expect_shape(before, x.shape, "output")
+    return (after - before).abs().amax(dim=(0, 2)).nan_to_num(math.inf)
+
+
+def _causal_mask(subject: Subject) -> None:
+    module, x = _module_for_probes(subject), _x()
+    with torch.no_grad():
+        out = _run(module, x)
+    expect_shape(out, x.shape, "output")
+    bad = (~out.isfinite()).any(dim=(0, 2)).nonzero()
+    if len(bad):
+        raise CheckFailed(
+            f"the output at position {int(bad[0])} is not finite — a position "
+            f"must attend at least to itself (hide only sources after the destination)"
+        )
+    changes = [_changed_positions(module, x, source) for source in range(POS)]
+    for source, change in enumerate(changes):
+        if not change[source] > 1e-6:
+            raise CheckFailed(
+                f"the output at position {source} did not change when the "
+                f"input at position {source} changed — a position must attend to itself "
+                f"(hide only src > dest, e.g. triu(diagonal=1))"
+            )
+    for source, change in enumerate(changes):
+        leaked = (change[:source] > 1e-6).nonzero()
+        if len(leaked):
+            raise CheckFailed(
+                f"the output at position {int(leaked[0])} changed when the input "
+                f"at position {source} changed — future positions leak into the past"
+            )
+
+
+def _not_causal(subject: Subject) -> None:
+    module = _module_for_probes(subject, causal=False)
+    change = _changed_positions(module, _x(), POS - 1)
+    if not change[0] > 1e-6:
+        raise CheckFailed(
+            f"the output at position 0 did not change when the input at "
+            f"position {POS - 1} changed — without the causal mask every position attends "
+            f"to every position"
+        )
+
+
+def _scale(subject: Subject) -> None:
+    """Head 0 scores source 1 ``a`` and source 0 zero at destination 1, and copies a value
+    that is 1 at source 1 and 0 at source 0: its output is ``sigmoid(a * scale)``."""
+    weights = {name: torch.zeros(shape) for name, shape in CONTRACT.params.items()}
+    a = 4.0
+    weights["b_Q"][0, 0] = a  # q = a e_0 at every destination
+    weights["W_K"][0, 0, 0] = 1.0  # k = x[0] e_0
+    weights["W_V"][0, 1, 0] = 1.0  # v = x[1] e_0
+    weights["W_O"][0, 0, 0] = 1.0  # out[0] = z[0] of head 0
+    x = torch.zeros(1, 2, D_MODEL)
+    x[0, 1, :2] = 1.0
+    with torch.no_grad():
+        out = _run(subject.load(subject.build(), weights), x)
+    expect_shape(out, x.shape, "output")
+    weight = float(out[0, 1, 0])
+    if not 0.0 < weight < 1.0:
+        raise CheckFailed(
+            f"a destination choosing between two sources gave weight {weight:.4g}, "
+            f"which no softmax over two scores gives (see the other checks)"
+        )
+    measured = math.log(weight / (1.0 - weight)) / a
+    expected = 1.0 / math.sqrt(D_HEAD)
+    if abs(measured / expected - 1.0) > 1e-3:
+        guess = {1.0 / D_HEAD: "d_head", 1.0 / math.sqrt(D_MODEL): "sqrt(d_model)", 1.0: "1"}
+        named = [
+            f", as if divided by {v}" for k, v in guess.items() if abs(measured / k - 1) < 1e-3
+        ]
+        size = (
+            f"{expected / measured:.1f}x too small"
+            if measured < expected
+            else (f"{measured / expected:.1f}x too large")
+        )
+        raise CheckFailed(
+            f"attention scores are {size} (scaled by {measured:.4g}"
+            f"{''.join(named)}) — divide q k^T by sqrt(d_head) = {math.sqrt(D_HEAD):g}"
+        )
+
+
+def _softmax_axis(subject: Subject) -> None:
+    """With ``W_V = 0`` every value is ``b_V``; rows of the pattern summing to one over
+    sources make every destination's ``z`` equal to ``b_V``. W_O copies z out unchanged."""
+    weights = _weights()
+    weights["W_V"].zero_()
+    weights["b_O"].zero_()
+    weights["W_O"] = torch.eye(D_MODEL).reshape(N_HEADS, D_HEAD, D_MODEL)
+    with torch.no_grad():
+        out = _run(subject.load(subject.build(), weights), _x())
+    expect_shape(out, (2, POS, D_MODEL), "output")
+    value = weights["b_V"].reshape(-1)
+    share = (out @ value) / (value @ value)  # [batch, pos]: how many b_V each position got
+    worst = (share - 1).abs().amax(dim=0).nan_to_num(math.inf)
+    if not float(worst.max()) < 1e-4:
+        at = int(worst.argmax())
+        raise CheckFailed(
+            f"with every value vector equal to b_V, position {at} should "
+            f"output exactly b_V (each pattern row sums to 1), got "
+            f"{float(share[:, at].mean()):.3g}x b_V — take the softmax over source "
+            f"positions (the key axis, the last one)"
+        )
+
+
+def _keys_and_values(subject: Subject) -> None:
+    """With ``W_K = b_K = 0`` every score is zero: each destination averages the values
+    ``x W_V + b_V`` of the sources it may see."""
+    weights = _weights()
+    weights["W_K"].zero_()
+    weights["b_K"].zero_()
+    x = _x()
+    with torch.no_grad():
+        got = _run(subject.load(subject.build(), weights), x)
+        v = torch.einsum("bpm,hmd->bhpd", x, weights["W_V"]) + weights["b_V"][:, None]
+        mean = v.cumsum(dim=2) / torch.arange(1, POS + 1)[:, None]
+        want = torch.einsum("bhpd,hdm->bpm", mean, weights["W_O"]) + weights["b_O"]
+    difference = max_difference(got, want, "output")
+    if not difference <= TOLERANCE:
+        raise CheckFailed(
+            f"with W_K = 0 every visible source gets equal attention, so "
+            f"each position should output the mean of x W_V + b_V so far (times W_O, plus "
+            f"b_O); off by {difference:.3g} — keys come from W_K, b_K and values from W_V, b_V"
+        )
+
+
+def _every_parameter_used(subject: Subject) -> None:
+    # b_K adds q . b_K to every score of a destination alike, which softmax cancels: it
+    # cannot change the output, in tfs's attention or any other.
+    weights, x = _weights(), _x()
+    module = subject.load(subject.build(), weights)
+    with torch.no_grad():
+        before = _run(module, x)
+        for name in [n for n in CONTRACT.params if n != "b_K"]:
+            parameter = module.get_parameter(name)
+            kept = parameter.clone()
+            parameter.add_(1.0)
+            moved = max_difference(_run(module, x), before, "output")
+            parameter.copy_(kept)
+            if not moved > 1e-6:
+                kind = "the bias" if name.startswith("b_") else "the weight"
+                raise CheckFailed(
+                    f"the output did not change when {name} changed — {kind} {name} is never used"
+                )
+
+
+def _gradients(subject: Subject) -> None:
+    module, x = _module_for_probes(subject), _x().requires_grad_()
+    direction = torch.randn(x.shape, generator=torch.Generator().manual_seed(3))
+    torch.autograd.backward((_run(module, x) * direction).sum())
+    missing = [name for name, p in module.named_parameters() if p.grad is None]
+    if x.grad is None:
+        missing.append("x")
+    if missing:
+        raise CheckFailed(
+            f"{missing} got no gradient — compute the output from them with "
+            f"differentiable tensor ops (no .detach(), .item(), .data or torch.no_grad())"
+        )
+    if not subject.named_as_tfs:
+        return
+    reference, x_ref = _reference(_weights()), x.detach().clone().requires_grad_()
+    torch.autograd.backward((reference(x_ref) * direction).sum())
+    pairs = [("x", x.grad, x_ref.grad)] + [
+        (name, module.get_parameter(name).grad, p.grad) for name, p in reference.named_parameters()
+    ]
+    for name, got, want in pairs:
+        assert got is not None
+        assert want is not None
+        difference = max_difference(got, want, f"gradient of {name}")
+        if not difference <= 1e-4:
+            raise CheckFailed(
+                f"the gradient of {name} differs from tfs's by up to {difference:.3g} "
+                f"(tolerance 1e-4) under the same weights"
+            )
+
+
+def fetch_batch(gen: torch.Generator, n: int) -> tuple[Tensor, Tensor]:
+    """The "fetch the flagged value" task: ``n`` sequences of 8 one-hot values (features
+    0-7) with a flag bit (feature 8) on one of the first 7 positions; the target is the
+    flagged value, read at the last position. Inputs ``[n, 8, 16]``, targets ``[n]``."""
+    values = torch.randint(0, 8, (n, 8), generator=gen)
+    flagged = torch.randint(0, 7, (n,), generator=gen)
+    x = torch.zeros(n, 8, 16)
+    x[..., :8] = F.one_hot(values, 8).float()
+    rows = torch.arange(n)
+    x[rows, flagged, 8] = 1.0
+    return x, values[rows, flagged]
+
+
+def fetch_accuracy(make_attention: Callable[[], nn.Module] | None, seed: int) -> float:
+    """Train ``make_attention()`` (d_model 16, 2 heads, causal) and a readout matrix on the
+    task of :func:`fetch_batch` (Adam lr 3e-2, 80 steps of 64); the accuracy on 2,048
+    fresh sequences. ``None`` is the control: the readout sees only the last position."""
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    attn = make_attention() if make_attention is not None else None
+    readout = nn.Parameter(torch.randn(16, 8) * 0.02)
+    params = [readout, *(attn.parameters() if attn is not None else [])]
+    optimizer = torch.optim.Adam(params, lr=3e-2)
+
+    def logits(x: Tensor) -> Tensor:
+        last = output(attn(x))[:, -1] if attn is not None else x[:, -1]
+        return last @ readout
+
+    for _ in range(80):
+        x, y = fetch_batch(gen, 64)
+        loss = F.cross_entropy(logits(x), y)
+        optimizer.zero_grad()
+        torch.autograd.backward(loss)
+        optimizer.step()
+    with torch.no_grad():
+        x, y = fetch_batch(torch.Generator().manual_seed(seed + 10_000), 2048)
+        return float((logits(x).argmax(dim=-1) == y).float().mean())
+
+
+def _learning(subject: Subject) -> None:
+    accuracy = fetch_accuracy(lambda: subject.build(d_model=16, n_heads=2), seed=0)
+    if not accuracy >= 0.95:
+        raise CheckFailed(
+            f"after 80 steps one attention layer fetches the flagged value for "
+            f"{accuracy:.1%} of sequences (tfs's: 100%, chance 12.5%; needed 95%) — it does "
+            f"not move information between positions as it should"
+        )
+
+
+CHECKS: list[tuple[str, Check]] = [
+    ("shapes and dtypes", _shapes),
+    ("same as tfs", _same_as_tfs),
+    ("causal mask", _causal_mask),
+    ("causal=False", _not_causal),
+    ("scale", _scale),
+    ("softmax axis", _softmax_axis),
+    ("keys and values", _keys_and_values),
+    ("every weight and bias used", _every_parameter_used),
+    ("gradients", _gradients),
+]
+LEARNING: list[tuple[str, Check]] = [("learning: moving information", _learning)]
+
+
+def check_attention(cls: Callable[..., nn.Module], *, learning: bool = True) -> Report:
+    """Run tfs's attention checks on ``cls``, built as ``cls(d_model=32, n_heads=2)``.
+
+    The checks: parameter names and shapes (``W_Q/W_K/W_V [head, d_model, d_head]``,
+    ``W_O [head, d_head, d_model]``, ``b_Q/b_K/b_V [head, d_head]``, ``b_O [d_model]``);
+    shapes and dtypes; the output equal to tfs's ``MultiHeadAttention`` under the same
+    weights (within 1e-5, float32); the causal mask (no future source changes a
+    destination, every destination sees itself) and ``causal=False``; the ``1/sqrt(d_head)``
+    scale; the softmax axis; keys and values from their own weights; every weight and bias
+    used; gradients equal to tfs's; and, unless ``learning=False``, the learning check: a
+    layer that must move a value between positions learns to (about 1 s).
+    """
+    return run_checks("attention", cls, CONTRACT, CHECKS + (LEARNING if learning else []))

@@ -1,0 +1,103 @@
+"""tfs_attention.checks: tfs's own attention passes every check, and each bug learners
+make, planted in an attention written independently here, fails a check whose message
+names the concept."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from tfs_attention import MultiHeadAttention
+from tfs_attention.checks import check_attention
+
+
+class PlainAttention(nn.Module):
+    """Attention as a learner writes it (ARENA 1.1 style), with switches that plant bugs."""
+
+    bugs: ClassVar[dict[str, Any]] = {}
+
+    def __init__(
+        self, d_model: int, n_heads: int, d_head: int | None = None, causal: bool = True
+    ) -> None:
+        super().__init__()
+        d_head = d_head or d_model // n_heads
+        self.d_head, self.causal = d_head, causal
+        for name in ("W_Q", "W_K", "W_V"):
+            setattr(self, name, nn.Parameter(torch.randn(n_heads, d_model, d_head) * 0.02))
+        self.W_O = nn.Parameter(torch.randn(n_heads, d_head, d_model) * 0.02)
+        for name in ("b_Q", "b_K", "b_V"):
+            setattr(self, name, nn.Parameter(torch.zeros(n_heads, d_head)))
+        self.b_O = nn.Parameter(torch.zeros(d_model))
+
+    def forward(self, x: Tensor) -> Tensor:
+        bug = self.bugs.get
+        key, value = ("V", "K") if bug("swap_kv") else ("K", "V")
+        q = torch.einsum("bpm,hmd->bphd", x, self.get_parameter("W_Q")) + self.get_parameter("b_Q")
+        weight, bias = self.get_parameter(f"W_{key}"), self.get_parameter(f"b_{key}")
+        k = torch.einsum("bpm,hmd->bphd", x, weight) + bias
+        weight, bias = self.get_parameter(f"W_{value}"), self.get_parameter(f"b_{value}")
+        v = torch.einsum("bpm,hmd->bphd", x, weight)
+        if not bug("no_b_V"):
+            v = v + bias
+        scale = {"sqrt": math.sqrt(self.d_head), "d_head": self.d_head}[bug("scale", "sqrt")]
+        scores = torch.einsum("bqhd,bkhd->bhqk", q, k) / scale
+        if self.causal:
+            pos = x.shape[1]
+            hidden = torch.ones(pos, pos, dtype=torch.bool).triu(bug("mask_diagonal", 1))
+            scores = scores.masked_fill(hidden, -1e5)
+        pattern = scores.softmax(dim=bug("softmax_dim", -1))
+        z = torch.einsum("bhqk,bkhd->bqhd", pattern, v)
+        out = torch.einsum("bqhd,hdm->bqm", z, self.W_O)
+        return out if bug("no_b_O") else out + self.b_O
+
+
+def _planted(**bugs: Any) -> type[PlainAttention]:
+    return type("PlainAttention", (PlainAttention,), {"bugs": bugs})
+
+
+PLANTED = [
+    # (bug, switches, the check that must fail, words its message must contain)
+    ("leaky mask", {"mask_diagonal": 2}, "causal mask", "future positions leak into the past"),
+    ("mask hides the diagonal", {"mask_diagonal": 0}, "causal mask", "must attend to itself"),
+    ("softmax over destinations", {"softmax_dim": -2}, "softmax axis", "over source positions"),
+    ("divides by d_head", {"scale": "d_head"}, "scale", "4.0x too small"),
+    ("no b_O", {"no_b_O": True}, "every weight and bias used", "the bias b_O is never used"),
+    ("no b_V", {"no_b_V": True}, "every weight and bias used", "the bias b_V is never used"),
+    ("keys and values swapped", {"swap_kv": True}, "keys and values", "values from W_V"),
+]
+
+
+def test_tfs_attention_passes_every_check() -> None:
+    report = check_attention(MultiHeadAttention)
+    assert report.ok, str(report)
+    assert len(report.results) == 11
+
+
+def test_the_plain_attention_passes_every_check() -> None:
+    """The independent attention the bugs are planted in is itself correct."""
+    report = check_attention(PlainAttention, learning=False)
+    assert report.ok, str(report)
+
+
+@pytest.mark.parametrize(
+    ("bug", "switches", "check", "words"), PLANTED, ids=[p[0] for p in PLANTED]
+)
+def test_planted_bug_fails_the_check_that_names_it(
+    bug: str, switches: dict[str, Any], check: str, words: str
+) -> None:
+    report = check_attention(_planted(**switches), learning=False)
+    failed = {r.name: r.message for r in report.results if r.status == "fail"}
+    assert check in failed, f"{bug}: {check!r} passed\n{report}"
+    assert words in failed[check], f"{bug}: {failed[check]!r}"
+
+
+def test_check_attention_leaves_the_global_generator_alone() -> None:
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    check_attention(MultiHeadAttention, learning=False)
+    assert torch.equal(torch.rand(3), expected)
