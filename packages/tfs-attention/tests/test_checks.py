@@ -90,7 +90,7 @@ def test_planted_bug_fails_the_check_that_names_it(
     bug: str, switches: dict[str, Any], check: str, words: str
 ) -> None:
     report = check_attention(_planted(**switches), learning=False)
-    failed = {r.name: r.message for r in report.results if r.status == "fail"}
+    failed = report.failures
     assert check in failed, f"{bug}: {check!r} passed\n{report}"
     assert words in failed[check], f"{bug}: {failed[check]!r}"
 

@@ -6,8 +6,9 @@ bigram table ``q(y | x) = softmax(W_E[x] @ W_U + b_U)``: any table when ``d_mode
 Adding a positional part lets the output depend on the position too; without it, no function
 of the position can be learned when the tokens carry no information.
 
-Thresholds were measured with a throwaway script over seeds 0..9 using the helpers below with
-the same arguments as the tests (runtime type checking on); each docstring records the range.
+Thresholds were measured with a throwaway script over seeds 0..9 using the helpers here and in
+tfs_embeddings.checks (whose learning checks run the same tasks at seed 0) with the same
+arguments as the tests (runtime type checking on); each docstring records the range.
 """
 
 from __future__ import annotations
@@ -16,60 +17,16 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
 
 from tfs_embeddings import Embed, LearnedPositionalEmbedding, SinusoidalPositionalEncoding, Unembed
-
-
-class BigramModel(nn.Module):
-    """``logits[b, p] = Unembed(Embed(tokens) [+ positional])[b, p]``: one position at a time."""
-
-    def __init__(self, d_vocab: int, d_model: int, positional: nn.Module | None = None) -> None:
-        super().__init__()
-        self.embed = Embed(d_vocab=d_vocab, d_model=d_model)
-        self.positional = positional
-        self.unembed = Unembed(d_model=d_model, d_vocab=d_vocab)
-
-    def forward(self, tokens: Tensor) -> Tensor:
-        residual = self.embed(tokens)
-        if self.positional is not None:
-            residual = residual + self.positional(tokens)
-        logits: Tensor = self.unembed(residual)
-        return logits
-
-
-def _loss(logits: Tensor, targets: Tensor) -> Tensor:
-    # Cross-entropy over the vocabulary (last axis), averaged over batch and positions.
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
-
+from tfs_embeddings.checks import (
+    BigramModel,
+    token_cross_entropy,
+    train_deterministic_bigram,
+    train_position_labels,
+)
 
 # ----------------------------------------------------------------------------- bigrams
-
-
-def train_deterministic_bigram(
-    seed: int, *, d_vocab: int = 32, steps: int = 60
-) -> tuple[float, float]:
-    """Train on ``next = f(current)`` for a random map f.
-
-    Return the accuracy of ``argmax q(. | x)`` over every id x, and the smallest
-    probability ``q(f(x) | x)`` the model gives to the right next token.
-    """
-    gen = torch.Generator().manual_seed(seed)
-    f = torch.randint(0, d_vocab, (d_vocab,), generator=gen)
-    torch.manual_seed(seed)
-    model = BigramModel(d_vocab=d_vocab, d_model=d_vocab)
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
-    for _ in range(steps):
-        tokens = torch.randint(0, d_vocab, (16, 16), generator=gen)
-        loss = _loss(model(tokens), f[tokens])
-        optimizer.zero_grad()
-        torch.autograd.backward(loss)
-        optimizer.step()
-    with torch.no_grad():
-        q = torch.softmax(model(torch.arange(d_vocab)[None])[0], -1)
-    accuracy = (q.argmax(-1) == f).float().mean().item()
-    return accuracy, q[torch.arange(d_vocab), f].min().item()
 
 
 def train_stochastic_bigram(
@@ -85,7 +42,9 @@ def train_stochastic_bigram(
     # Rows of P: softmax of standard normal logits, a spread of peaked and flat rows.
     true_p = torch.softmax(torch.randn(d_vocab, d_vocab, generator=gen, dtype=torch.float64), -1)
     torch.manual_seed(seed)
-    model = BigramModel(d_vocab=d_vocab, d_model=d_vocab)
+    model = BigramModel(
+        Embed(d_vocab=d_vocab, d_model=d_vocab), Unembed(d_model=d_vocab, d_vocab=d_vocab)
+    )
 
     def expected_cross_entropy() -> float:
         with torch.no_grad():
@@ -100,7 +59,7 @@ def train_stochastic_bigram(
     for _ in range(steps):
         tokens = torch.randint(0, d_vocab, (32, 64), generator=gen)
         targets = torch.multinomial(true_p[tokens.reshape(-1)], 1, generator=gen)
-        loss = _loss(model(tokens), targets.reshape(tokens.shape))
+        loss = token_cross_entropy(model(tokens), targets.reshape(tokens.shape))
         optimizer.zero_grad()
         torch.autograd.backward(loss)
         optimizer.step()
@@ -143,39 +102,7 @@ def test_embed_unembed_reach_the_bigram_entropy_floor() -> None:
 
 # ----------------------------------------------------------------------------- positions
 
-
-def train_position_labels(
-    seed: int, positional: str | None, *, n_ctx: int = 16, d_model: int = 32, steps: int = 150
-) -> tuple[float, float]:
-    """Label at position p is ``labels[p]``, a fixed random permutation of 0..n_ctx-1;
-    tokens are uniform noise. Return (accuracy, cross-entropy) on 1024 fresh sequences.
-
-    Each label appears once per sequence, so without positions the best possible is chance
-    (1/n_ctx) and the cross-entropy can be no lower than log(n_ctx).
-    """
-    d_vocab = n_ctx
-    gen = torch.Generator().manual_seed(seed)
-    labels = torch.randperm(n_ctx, generator=gen)
-    torch.manual_seed(seed)
-    module: nn.Module | None = None
-    if positional == "learned":
-        module = LearnedPositionalEmbedding(n_ctx=n_ctx, d_model=d_model)
-    elif positional == "sinusoidal":
-        module = SinusoidalPositionalEncoding(n_ctx=n_ctx, d_model=d_model)
-    model = BigramModel(d_vocab=d_vocab, d_model=d_model, positional=module)
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
-    for _ in range(steps):
-        tokens = torch.randint(0, d_vocab, (32, n_ctx), generator=gen)
-        loss = _loss(model(tokens), labels.expand(32, n_ctx))
-        optimizer.zero_grad()
-        torch.autograd.backward(loss)
-        optimizer.step()
-    with torch.no_grad():
-        tokens = torch.randint(0, d_vocab, (1024, n_ctx), generator=gen)
-        logits = model(tokens)
-        accuracy = (logits.argmax(-1) == labels).float().mean().item()
-        cross_entropy = _loss(logits, labels.expand(1024, n_ctx)).item()
-    return accuracy, cross_entropy
+POSITIONAL = {"learned": LearnedPositionalEmbedding, "sinusoidal": SinusoidalPositionalEncoding}
 
 
 @pytest.mark.learning
@@ -201,7 +128,7 @@ def test_positional_encoding_lets_the_model_read_the_position(positional: str) -
         table = SinusoidalPositionalEncoding(n_ctx=n_ctx, d_model=d_model).W_pos.double()
         assert torch.linalg.matrix_rank(table).item() == n_ctx
 
-    accuracy, _ = train_position_labels(0, positional, n_ctx=n_ctx, d_model=d_model)
+    accuracy, _ = train_position_labels(0, POSITIONAL[positional], n_ctx=n_ctx, d_model=d_model)
     assert accuracy >= 0.95
 
     control_accuracy, control_loss = train_position_labels(0, None, n_ctx=n_ctx, d_model=d_model)

@@ -21,83 +21,29 @@ Thresholds: MLP accuracy >= 0.99 and eval loss < 0.05 (20x the worst measured lo
 control eval loss > 0.68 (measured minimum 0.692, chance 0.693) and accuracy < 0.80 (the
 theoretical best for a linear classifier is 0.75 on noise-free bits).
 The tests run seed 0. About 0.5 s (MLP) and 0.1 s (control) with one torch thread.
+The task and the training are tfs_mlp.checks.parity_batch and train_parity (the same task
+is the learning check of `check_mlp`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import pytest
-import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
 
 from tfs_mlp import MLP
+from tfs_mlp.checks import D_MLP, D_MODEL, train_parity
 
-N_BITS = 3
-D_MODEL = 8
-D_MLP = 32
-POS = 4
-BATCH = 16
-STEPS = 300
-LR = 0.03
-NOISE = 0.1
 SEED = 0
-
-
-def _parity_batch(batch: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-    """x [batch, POS, D_MODEL] with ±1 bits in coordinates 0..N_BITS-1; y [batch, POS] parity."""
-    bits = torch.randint(0, 2, (batch, POS, N_BITS), generator=generator)
-    x = NOISE * torch.randn(batch, POS, D_MODEL, generator=generator)
-    x[..., :N_BITS] += 2.0 * bits.float() - 1.0
-    return x, (bits.sum(dim=-1) % 2).float()
-
-
-def _train_and_evaluate(
-    readout: Callable[[Tensor], Tensor], params: list[nn.Parameter], generator: torch.Generator
-) -> tuple[float, float]:
-    """Train readout (x -> logits [batch, pos]) on parity; return (accuracy, loss) on fresh data."""
-    opt = torch.optim.Adam(params, lr=LR)
-    for _ in range(STEPS):
-        x, y = _parity_batch(BATCH, generator)
-        loss = F.binary_cross_entropy_with_logits(readout(x), y)
-        opt.zero_grad()
-        torch.autograd.backward(loss)
-        opt.step()
-    x, y = _parity_batch(256, generator)
-    with torch.no_grad():
-        logits = readout(x)
-        accuracy = ((logits > 0).float() == y).float().mean().item()
-        eval_loss = F.binary_cross_entropy_with_logits(logits, y).item()
-    return accuracy, eval_loss
 
 
 @pytest.mark.learning
 def test_mlp_learns_three_bit_parity() -> None:
-    generator = torch.Generator().manual_seed(SEED)
-    torch.manual_seed(SEED)
-    mlp = MLP(D_MODEL, D_MLP, "gelu")
-
-    def readout(x: Tensor) -> Tensor:
-        logits: Tensor = mlp(x)[..., 0]
-        return logits
-
-    accuracy, eval_loss = _train_and_evaluate(readout, list(mlp.parameters()), generator)
+    accuracy, eval_loss = train_parity(lambda: MLP(D_MODEL, D_MLP, "gelu"), SEED)
     assert accuracy >= 0.99, f"accuracy {accuracy:.3f}"
     assert eval_loss < 0.05, f"eval loss {eval_loss:.4f}"
 
 
 @pytest.mark.learning
 def test_linear_control_stays_at_chance_on_parity() -> None:
-    generator = torch.Generator().manual_seed(SEED)
-    torch.manual_seed(SEED)
-    W = nn.Parameter(0.02 * torch.randn(D_MODEL, 1))
-    b = nn.Parameter(torch.zeros(1))
-
-    def readout(x: Tensor) -> Tensor:
-        logits: Tensor = (x @ W + b)[..., 0]
-        return logits
-
-    accuracy, eval_loss = _train_and_evaluate(readout, [W, b], generator)
+    accuracy, eval_loss = train_parity(None, SEED)
     assert eval_loss > 0.68, f"eval loss {eval_loss:.4f}"
     assert accuracy < 0.80, f"accuracy {accuracy:.3f}"

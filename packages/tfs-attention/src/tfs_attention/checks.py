@@ -23,8 +23,13 @@ from tfs_attention._checking import (
     Contract,
     Report,
     Subject,
+    check_dtypes,
+    check_every_parameter_used,
+    check_gradients,
+    check_same,
     expect_shape,
     max_difference,
+    module_for_probes,
     output,
     run_checks,
 )
@@ -76,13 +81,8 @@ def _reference(weights: dict[str, Tensor]) -> MultiHeadAttention:
 
 def _shapes(subject: Subject) -> None:
     x = _x()
-    out = _run(subject.build(), x)
-    expect_shape(out, x.shape, "output for x [batch, pos, d_model]")
-    if out.dtype != torch.float32:
-        raise CheckFailed(f"dtype: float32 in gave {out.dtype} out")
-    out64 = _run(subject.build().double(), x.double())
-    if out64.dtype != torch.float64:
-        raise CheckFailed(f"dtype: float64 weights and input gave {out64.dtype} out")
+    expect_shape(_run(subject.build(), x), x.shape, "output for x [batch, pos, d_model]")
+    check_dtypes(subject, lambda module, dtype: module(x.to(dtype)))
     wide = subject.build(n_heads=4, d_head=4)
     expect_shape(_run(wide, x), x.shape, "output with n_heads=4, d_head=4")
     if subject.named_as_tfs and tuple(wide.get_parameter("W_Q").shape) != (4, D_MODEL, 4):
@@ -95,22 +95,7 @@ def _shapes(subject: Subject) -> None:
 def _same_as_tfs(subject: Subject) -> None:
     weights, x = _weights(), _x()
     got = _run(subject.load(subject.build(), weights), x)
-    want = _reference(weights)(x)
-    difference = max_difference(got, want, "output")
-    if not difference <= TOLERANCE:
-        where = int((got - want).abs().amax(dim=(0, 2)).nan_to_num(math.inf).argmax())
-        raise CheckFailed(
-            f"under the same weights the output differs from tfs's by up to "
-            f"{difference:.3g} (first at position {where}; tolerance {TOLERANCE:g})"
-        )
-
-
-def _module_for_probes(subject: Subject, **overrides: bool) -> nn.Module:
-    """Random large weights when they can be set, else the class's own initialisation."""
-    module = subject.build(**overrides)
-    if subject.named_as_tfs:
-        subject.load(module, _weights())
-    return module
+    check_same(got, _reference(weights)(x), TOLERANCE)
 
 
 def _changed_positions(module: nn.Module, x: Tensor, source: int) -> Tensor:
@@ -126,7 +111,7 @@ def _changed_positions(module: nn.Module, x: Tensor, source: int) -> Tensor:
 
 
 def _causal_mask(subject: Subject) -> None:
-    module, x = _module_for_probes(subject), _x()
+    module, x = module_for_probes(subject, _weights()), _x()
     with torch.no_grad():
         out = _run(module, x)
     expect_shape(out, x.shape, "output")
@@ -154,7 +139,7 @@ def _causal_mask(subject: Subject) -> None:
 
 
 def _not_causal(subject: Subject) -> None:
-    module = _module_for_probes(subject, causal=False)
+    module = module_for_probes(subject, _weights(), causal=False)
     change = _changed_positions(module, _x(), POS - 1)
     if not change[0] > 1e-6:
         raise CheckFailed(
@@ -249,51 +234,13 @@ def _keys_and_values(subject: Subject) -> None:
 def _every_parameter_used(subject: Subject) -> None:
     # b_K adds q . b_K to every score of a destination alike, which softmax cancels: it
     # cannot change the output, in tfs's attention or any other.
-    weights, x = _weights(), _x()
-    module = subject.load(subject.build(), weights)
-    with torch.no_grad():
-        before = _run(module, x)
-        for name in [n for n in CONTRACT.params if n != "b_K"]:
-            parameter = module.get_parameter(name)
-            kept = parameter.clone()
-            parameter.add_(1.0)
-            moved = max_difference(_run(module, x), before, "output")
-            parameter.copy_(kept)
-            if not moved > 1e-6:
-                kind = "the bias" if name.startswith("b_") else "the weight"
-                raise CheckFailed(
-                    f"the output did not change when {name} changed — {kind} {name} is never used"
-                )
+    module, x = subject.load(subject.build(), _weights()), _x()
+    names = [name for name in CONTRACT.params if name != "b_K"]
+    check_every_parameter_used(module, lambda: module(x), names)
 
 
 def _gradients(subject: Subject) -> None:
-    module, x = _module_for_probes(subject), _x().requires_grad_()
-    direction = torch.randn(x.shape, generator=torch.Generator().manual_seed(3))
-    torch.autograd.backward((_run(module, x) * direction).sum())
-    missing = [name for name, p in module.named_parameters() if p.grad is None]
-    if x.grad is None:
-        missing.append("x")
-    if missing:
-        raise CheckFailed(
-            f"{missing} got no gradient — compute the output from them with "
-            f"differentiable tensor ops (no .detach(), .item(), .data or torch.no_grad())"
-        )
-    if not subject.named_as_tfs:
-        return
-    reference, x_ref = _reference(_weights()), x.detach().clone().requires_grad_()
-    torch.autograd.backward((reference(x_ref) * direction).sum())
-    pairs = [("x", x.grad, x_ref.grad)] + [
-        (name, module.get_parameter(name).grad, p.grad) for name, p in reference.named_parameters()
-    ]
-    for name, got, want in pairs:
-        assert got is not None
-        assert want is not None
-        difference = max_difference(got, want, f"gradient of {name}")
-        if not difference <= 1e-4:
-            raise CheckFailed(
-                f"the gradient of {name} differs from tfs's by up to {difference:.3g} "
-                f"(tolerance 1e-4) under the same weights"
-            )
+    check_gradients(subject, _weights(), lambda: MultiHeadAttention(D_MODEL, N_HEADS), _x(), 1e-4)
 
 
 def fetch_batch(gen: torch.Generator, n: int) -> tuple[Tensor, Tensor]:

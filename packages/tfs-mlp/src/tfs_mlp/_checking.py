@@ -9,6 +9,7 @@ copies identical.
 from __future__ import annotations
 
 import inspect
+import math
 import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -60,6 +61,11 @@ class Report:
     @property
     def ok(self) -> bool:
         return self.construction_error is None and all(r.status == "pass" for r in self.results)
+
+    @property
+    def failures(self) -> dict[str, str]:
+        """The checks that failed: name -> message."""
+        return {r.name: r.message for r in self.results if r.status == "fail"}
 
     def __str__(self) -> str:
         head = f"{self.component} checks on {self.target}"
@@ -137,6 +143,111 @@ def max_difference(got: Tensor, want: Tensor, what: str) -> float:
     return float(difference.nan_to_num(nan=float("inf")).max())
 
 
+def module_for_probes(
+    subject: Subject, weights: Mapping[str, Tensor], **overrides: Any
+) -> nn.Module:
+    """``weights`` loaded when the parameters are named as tfs's, else the class's own."""
+    module = subject.build(**overrides)
+    if subject.named_as_tfs:
+        subject.load(module, weights)
+    return module
+
+
+def check_same(got: Tensor, want: Tensor, tolerance: float, what: str = "the output") -> None:
+    """``got`` equals tfs's ``want`` within ``tolerance`` (``[batch, pos, ...]`` outputs
+    name the position where they differ most)."""
+    difference = max_difference(got, want, what)
+    if not difference <= tolerance:
+        where = ""
+        if got.ndim >= 2:
+            gap = (got.detach() - want.detach()).abs().transpose(0, 1).flatten(1).amax(dim=1)
+            where = f"largest at position {int(gap.nan_to_num(math.inf).argmax())}; "
+        raise CheckFailed(
+            f"under the same weights {what} differs from tfs's by up to {difference:.3g} "
+            f"({where}tolerance {tolerance:g})"
+        )
+
+
+def check_dtypes(subject: Subject, run: Callable[[nn.Module, torch.dtype], Tensor]) -> None:
+    """``run(module, dtype)`` feeds a module of that dtype an input of that dtype: the output
+    keeps the dtype, float32 (the default) and float64 alike."""
+    for dtype in (torch.float32, torch.float64):
+        got = output(run(subject.build().to(dtype), dtype)).dtype
+        if got != dtype:
+            raise CheckFailed(f"dtype: {dtype} weights and input gave {got} out")
+
+
+def check_every_parameter_used(
+    module: nn.Module, run: Callable[[], Tensor], names: Sequence[str]
+) -> None:
+    """Changing any parameter in ``names`` changes what ``run()`` returns. A random change,
+    not a constant one: a constant added to every logit of a position is one softmax
+    ignores, which would hide a softmax bug behind "never used"."""
+    gen = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        before = output(run())
+        for name in names:
+            parameter = module.get_parameter(name)
+            kept = parameter.clone()
+            parameter.add_(torch.randn(parameter.shape, generator=gen))
+            moved = max_difference(output(run()), before, "output")
+            parameter.copy_(kept)
+            if not moved > 1e-6:
+                kind = "the bias" if name.rpartition(".")[2].startswith("b") else "the weight"
+                raise CheckFailed(
+                    f"the output did not change when {name} changed — {kind} {name} is never used"
+                )
+
+
+def check_gradients(
+    subject: Subject,
+    weights: Mapping[str, Tensor],
+    make_reference: Callable[[], nn.Module],
+    x: Tensor,
+    tolerance: float,
+) -> None:
+    """Backpropagate ``sum(module(x) * direction)`` for a fixed random ``direction``: every
+    parameter (and ``x`` when it is floating point) must get a gradient, equal to the
+    gradient through tfs's module (``make_reference()`` with ``weights`` loaded)."""
+    module = module_for_probes(subject, weights)
+    inputs = [x.detach().clone() for _ in range(2)]
+    if x.is_floating_point():
+        inputs = [i.requires_grad_() for i in inputs]
+    reference = make_reference()
+    reference.load_state_dict(weights)
+    want = reference(inputs[1])
+    got = output(module(inputs[0]))
+    expect_shape(got, want.shape, "output")
+    direction = torch.randn(want.shape, generator=torch.Generator().manual_seed(3))
+    torch.autograd.backward((got * direction).sum())
+    missing = [name for name, p in module.named_parameters() if p.grad is None]
+    if x.is_floating_point() and inputs[0].grad is None:
+        missing.append("the input")
+    if missing:
+        raise CheckFailed(
+            f"{_listed(missing)} got no gradient — compute the output from them with "
+            f"differentiable tensor ops (no .detach(), .item(), .data or torch.no_grad())"
+        )
+    if not subject.named_as_tfs:
+        return
+    torch.autograd.backward((want * direction).sum())
+    pairs = [
+        (name, module.get_parameter(name).grad, p.grad) for name, p in reference.named_parameters()
+    ]
+    if x.is_floating_point():
+        pairs.insert(0, ("the input", inputs[0].grad, inputs[1].grad))
+    for name, got_grad, want_grad in pairs:
+        assert got_grad is not None
+        assert want_grad is not None
+        difference = max_difference(got_grad, want_grad, f"gradient of {name}")
+        if not difference <= tolerance:
+            raise CheckFailed(
+                f"the gradient of {name} differs from tfs's by up to {difference:.3g} "
+                f"(tolerance {tolerance:g}) under the same weights — if the output is right, "
+                "look for a .detach() or a hand-written backward that changes the gradient"
+            )
+
+
 def check_parameters(subject: Subject) -> None:
     """The parameters are named and shaped as tfs's; the weight-setting checks need it."""
     assert subject.contract is not None
@@ -182,7 +293,7 @@ def run_checks(
         except Exception as error:  # the learner's code: any failure is reported, not raised
             report.construction_error = (
                 f"{cls.__name__}({_keywords(contract.kwargs())}) raised "
-                f"{_trimmed(error, subject)}\n"
+                f"{trimmed(error, subject.file)}\n"
                 f"expected the constructor of tfs's {contract.signature}"
             )
             return report
@@ -201,7 +312,7 @@ def _run_one(name: str, check: Check, subject: Subject) -> CheckResult:
     except NotImplementedError as error:
         return CheckResult(name, "todo", _todo(error, subject))
     except Exception as error:  # the learner's code raised: show their lines
-        return CheckResult(name, "fail", f"raised {_trimmed(error, subject)}")
+        return CheckResult(name, "fail", f"raised {trimmed(error, subject.file)}")
     return CheckResult(name, "pass")
 
 
@@ -232,21 +343,24 @@ def _source_file(cls: object) -> str | None:
         return None
 
 
-def _own_frames(error: BaseException, subject: Subject) -> list[traceback.FrameSummary]:
+def _own_frames(error: BaseException, file: str | None) -> list[traceback.FrameSummary]:
     frames = traceback.extract_tb(error.__traceback__)
-    return [frame for frame in frames if frame.filename == subject.file]
+    return [frame for frame in frames if frame.filename == file]
 
 
 def _todo(error: NotImplementedError, subject: Subject) -> str:
-    frames = _own_frames(error, subject)
-    where = f"{subject.cls.__name__}.{frames[-1].name}" if frames else subject.cls.__name__
-    return f"not implemented yet: {where}"
+    frames, name = _own_frames(error, subject.file), subject.cls.__name__
+    method = frames[-1].name if frames else name
+    return f"not implemented yet: {name if method == name else f'{name}.{method}'}"
 
 
-def _trimmed(error: BaseException, subject: Subject) -> str:
-    """The exception, with the traceback cut down to the lines of the class's own file."""
-    frames = _own_frames(error, subject)
+def trimmed(error: BaseException, file: str | None) -> str:
+    """The exception, with its traceback cut down to the lines of ``file`` (the learner's
+    own), one indented line each."""
+    frames = _own_frames(error, file)
     lines = [f"{type(error).__name__}: {error}"]
+    if isinstance(error, SyntaxError) and error.filename == file:
+        lines.append(f"\n    {file}:{error.lineno}: {(error.text or '').strip()}")
     lines += [
         f"\n    {frame.filename}:{frame.lineno} in {frame.name}: {(frame.line or '').strip()}"
         for frame in frames

@@ -1,0 +1,252 @@
+"""The checks tfs's MLP passes, runnable on any MLP class.
+
+``check_mlp(MyMLP)`` builds the class as tfs builds its own (``MyMLP(d_model=8,
+d_mlp=32)``), expects tfs's parameter names and shapes, and returns a :class:`Report`:
+one line per check, and for each failure one sentence that names the concept with the
+evidence. Use it in a pytest test with ``assert report.ok, str(report)``, or from the
+shell with ``tfs check mlp FILE:CLASS``.
+
+The learning check's task, the parity of three bits, is the package's learning test too:
+:func:`train_parity`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from tfs_mlp._checking import (
+    Check,
+    CheckFailed,
+    CheckResult,
+    Contract,
+    Report,
+    Subject,
+    check_dtypes,
+    check_every_parameter_used,
+    check_gradients,
+    check_same,
+    expect_shape,
+    max_difference,
+    module_for_probes,
+    output,
+    run_checks,
+)
+from tfs_mlp.activations import gelu_formula
+from tfs_mlp.mlp import MLP
+
+__all__ = ["CheckResult", "Report", "check_mlp", "parity_batch", "train_parity"]
+
+D_MODEL, D_MLP, POS = 8, 32, 4
+TOLERANCE = 1e-5
+"""float32: tfs's MLP (addmm, a written-out GELU backward) and a plain einsum with
+autograd agree to about 1e-6 here, outputs and gradients."""
+GELU_TOLERANCE = 1e-6
+"""float64: GELU's formula computed any correct way agrees to 1e-12 (1e-7 even in float32);
+0.0447 in place of 0.044715 moves it by 8.5e-6 (at x = -2)."""
+GELU_XS = (-4, -3, -2.5, -2, -1.5, -1, -0.5, -0.1, 0.1, 0.5, 1, 1.5, 2, 2.5, 3, 4)
+
+CONTRACT = Contract(
+    signature='MLP(d_model, d_mlp, activation="gelu")',
+    kwargs=lambda: {"d_model": D_MODEL, "d_mlp": D_MLP},
+    params={
+        "W_in": (D_MODEL, D_MLP),
+        "b_in": (D_MLP,),
+        "W_out": (D_MLP, D_MODEL),
+        "b_out": (D_MODEL,),
+    },
+)
+
+
+def _weights(seed: int = 0) -> dict[str, Tensor]:
+    """Weights of std 1/sqrt(fan-in) and biases of std 0.5: the pre-activations reach the
+    curved part of GELU, and every term matters."""
+    gen = torch.Generator().manual_seed(seed)
+    return {
+        "W_in": torch.randn(D_MODEL, D_MLP, generator=gen) / math.sqrt(D_MODEL),
+        "b_in": torch.randn(D_MLP, generator=gen) * 0.5,
+        "W_out": torch.randn(D_MLP, D_MODEL, generator=gen) / math.sqrt(D_MLP),
+        "b_out": torch.randn(D_MODEL, generator=gen) * 0.5,
+    }
+
+
+def _x(seed: int = 1) -> Tensor:
+    return torch.randn(2, POS, D_MODEL, generator=torch.Generator().manual_seed(seed))
+
+
+def _run(module: nn.Module, x: Tensor) -> Tensor:
+    return output(module(x))
+
+
+def _reference(weights: dict[str, Tensor]) -> MLP:
+    reference = MLP(D_MODEL, D_MLP)
+    reference.load_state_dict(weights)
+    return reference
+
+
+def _shapes(subject: Subject) -> None:
+    x = _x()
+    expect_shape(_run(subject.build(), x), x.shape, "output for x [batch, pos, d_model]")
+    check_dtypes(subject, lambda module, dtype: module(x.to(dtype)))
+    small = subject.build(d_model=4, d_mlp=12)
+    expect_shape(_run(small, x[..., :4]), (2, POS, 4), "output with d_model=4, d_mlp=12")
+    if subject.named_as_tfs and tuple(small.get_parameter("W_in").shape) != (4, 12):
+        raise CheckFailed(
+            f"d_model, d_mlp: with d_model=4, d_mlp=12 W_in should be [4, 12], got "
+            f"{list(small.get_parameter('W_in').shape)} — use the arguments, not fixed sizes"
+        )
+
+
+def _same_as_tfs(subject: Subject) -> None:
+    weights, x = _weights(), _x()
+    got = _run(subject.load(subject.build(), weights), x)
+    check_same(got, _reference(weights)(x), TOLERANCE)
+
+
+def _position_wise(subject: Subject) -> None:
+    module, x = module_for_probes(subject, _weights()), _x()
+    with torch.no_grad():
+        before = _run(module, x)
+        expect_shape(before, x.shape, "output")
+        for source in range(POS):
+            nudged = x.clone()
+            nudged[0, source] += 1.0
+            moved = (_run(module, nudged) - before).abs().amax(dim=-1).nan_to_num(math.inf)
+            moved[0, source] = 0.0
+            if not float(moved.max()) <= 1e-6:
+                b, p = divmod(int(moved.argmax()), POS)
+                raise CheckFailed(
+                    f"the output of sequence {b} at position {p} changed when only the input "
+                    f"of sequence 0 at position {source} changed — an MLP transforms each "
+                    f"position on its own, along the last axis (d_model)"
+                )
+
+
+def _gelu(subject: Subject) -> None:
+    """``W_in`` copies coordinate i of x to hidden unit i, ``W_out`` copies it back, the
+    biases are zero: the output is the activation applied to x, elementwise."""
+    weights = {name: torch.zeros(shape) for name, shape in CONTRACT.params.items()}
+    weights["W_in"][:, :D_MODEL] = torch.eye(D_MODEL)
+    weights["W_out"][:D_MODEL] = torch.eye(D_MODEL)
+    xs = torch.tensor(GELU_XS, dtype=torch.float64)
+    with torch.no_grad():
+        out = _run(subject.load(subject.build(), weights).double(), xs.reshape(1, -1, D_MODEL))
+    expect_shape(out, (1, len(GELU_XS) // D_MODEL, D_MODEL), "output")
+    got, want = out.detach().reshape(-1).double(), gelu_formula(xs)
+    gap = (got - want).abs().nan_to_num(math.inf)
+    if not float(gap.max()) <= GELU_TOLERANCE:
+        i = int(gap.argmax())
+        others = {
+            "the exact GELU 0.5 x (1 + erf(x / sqrt(2)))": 0.5 * xs * (1 + torch.erf(xs / 2**0.5)),
+            "ReLU max(0, x)": xs.clamp(min=0.0),
+        }
+        like = [
+            f", as {name} does"
+            for name, v in others.items()
+            if max_difference(got, v, "activation") <= GELU_TOLERANCE
+        ]
+        raise CheckFailed(
+            f"at x = {GELU_XS[i]:g} the activation gave {float(got[i]):.6f} where GELU gives "
+            f"{float(want[i]):.6f} (off by {float(gap[i]):.2g}, the worst of {len(GELU_XS)} values "
+            f"in [-4, 4]){''.join(like)}"
+            f" — use GPT-2's GELU, 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))"
+        )
+
+
+def _every_parameter_used(subject: Subject) -> None:
+    module, x = subject.load(subject.build(), _weights()), _x()
+    check_every_parameter_used(module, lambda: module(x), list(CONTRACT.params))
+
+
+def _gradients(subject: Subject) -> None:
+    check_gradients(subject, _weights(), lambda: MLP(D_MODEL, D_MLP), _x(), TOLERANCE)
+
+
+# The parity task: tests/test_learning.py records its measurements and thresholds.
+N_BITS, NOISE, BATCH, STEPS, LR = 3, 0.1, 16, 300, 0.03
+
+
+def parity_batch(batch: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """x ``[batch, 4, 8]`` with three ±1 bits in coordinates 0..2 plus Gaussian noise (std
+    0.1) everywhere; y ``[batch, 4]``, the parity of the bits at each position."""
+    bits = torch.randint(0, 2, (batch, POS, N_BITS), generator=generator)
+    x = NOISE * torch.randn(batch, POS, D_MODEL, generator=generator)
+    x[..., :N_BITS] += 2.0 * bits.float() - 1.0
+    return x, (bits.sum(dim=-1) % 2).float()
+
+
+def train_parity(make_mlp: Callable[[], nn.Module] | None, seed: int) -> tuple[float, float]:
+    """Train ``make_mlp()`` (built for d_model 8) on :func:`parity_batch`, reading the first
+    coordinate of its output as a logit (Adam lr 0.03, 300 steps of 16 sequences); return
+    (accuracy, loss) on 256 fresh sequences. ``None`` is the control: a linear map
+    ``x W + b`` in its place."""
+    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    if make_mlp is not None:
+        mlp = make_mlp()
+        params = list(mlp.parameters())
+
+        def readout(x: Tensor) -> Tensor:
+            return output(mlp(x))[..., 0]
+
+    else:
+        W = nn.Parameter(0.02 * torch.randn(D_MODEL, 1))
+        b = nn.Parameter(torch.zeros(1))
+        params = [W, b]
+
+        def readout(x: Tensor) -> Tensor:
+            return (x @ W + b)[..., 0]
+
+    opt = torch.optim.Adam(params, lr=LR)
+    for _ in range(STEPS):
+        x, y = parity_batch(BATCH, generator)
+        loss = F.binary_cross_entropy_with_logits(readout(x), y)
+        opt.zero_grad()
+        torch.autograd.backward(loss)
+        opt.step()
+    x, y = parity_batch(256, generator)
+    with torch.no_grad():
+        logits = readout(x)
+        accuracy = ((logits > 0).float() == y).float().mean().item()
+        eval_loss = F.binary_cross_entropy_with_logits(logits, y).item()
+    return accuracy, eval_loss
+
+
+def _learning(subject: Subject) -> None:
+    accuracy, loss = train_parity(subject.build, seed=0)
+    if not (accuracy >= 0.99 and loss < 0.05):
+        raise CheckFailed(
+            f"after 300 steps the MLP gives the parity of three bits for {accuracy:.1%} of "
+            f"positions, loss {loss:.3g} (tfs's: 100% and below 0.003; a linear map: at most "
+            f"75%; needed 99% and below 0.05) — it does not learn a nonlinear function as an "
+            f"MLP should"
+        )
+
+
+CHECKS: list[tuple[str, Check]] = [
+    ("shapes and dtypes", _shapes),
+    ("same as tfs", _same_as_tfs),
+    ("position-wise", _position_wise),
+    ("GELU", _gelu),
+    ("every weight and bias used", _every_parameter_used),
+    ("gradients", _gradients),
+]
+LEARNING: list[tuple[str, Check]] = [("learning: parity", _learning)]
+
+
+def check_mlp(cls: Callable[..., nn.Module], *, learning: bool = True) -> Report:
+    """Run tfs's MLP checks on ``cls``, built as ``cls(d_model=8, d_mlp=32)``.
+
+    The checks: parameter names and shapes (``W_in [d_model, d_mlp]``, ``b_in [d_mlp]``,
+    ``W_out [d_mlp, d_model]``, ``b_out [d_model]``); shapes and dtypes; the output equal
+    to tfs's ``MLP`` under the same weights (within 1e-5, float32); position-wise (no
+    position's output depends on another position); the activation is GPT-2's tanh GELU
+    (within 1e-6 at 16 points, float64); every weight and bias used; gradients equal to
+    tfs's; and, unless ``learning=False``, the learning check: the MLP learns the parity of
+    three bits, which no linear map can (under a second).
+    """
+    return run_checks("mlp", cls, CONTRACT, CHECKS + (LEARNING if learning else []))
