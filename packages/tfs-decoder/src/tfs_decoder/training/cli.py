@@ -1,11 +1,14 @@
-"""The ``tfs`` command: ``tfs train``, ``tfs sample``, ``tfs eval``, ``tfs attention-plot``.
+"""The ``tfs`` command: ``tfs train``, ``tfs sample``, ``tfs eval``, ``tfs attention-plot``,
+``tfs exercise`` and ``tfs check``.
 
 ``tfs train`` with no arguments trains the ``cpu`` preset (an 8-layer character-level model)
 on the built-in corpus; ``--preset NAME`` starts from another preset and every other flag
 overrides one setting of it (a field of :class:`~tfs_decoder.training.config.TrainConfig`,
 ``--d-model`` is ``d_model``). ``tfs sample`` continues a prompt with a saved model,
 ``tfs eval`` measures its validation loss, ``tfs attention-plot`` draws one layer's
-attention patterns for a prompt as a PNG (one heatmap per head).
+attention patterns for a prompt as a PNG (one heatmap per head). ``tfs exercise`` writes a
+starting file for one component, ``tfs check`` runs tfs's checks of that component on a
+learner's class (:mod:`tfs_decoder.training.exercise`).
 
 A mistake the user can fix (a flag, a data file, a checkpoint: every
 :class:`~tfs_decoder.training.errors.TfsError`) ends the command with one line
@@ -27,7 +30,7 @@ from typing import Any, NoReturn
 
 import torch
 
-from tfs_decoder.training import commands, trainer
+from tfs_decoder.training import commands, exercise, trainer
 from tfs_decoder.training.config import DTYPES
 from tfs_decoder.training.errors import TfsError, UsageError, one_line
 from tfs_decoder.training.flags import (
@@ -71,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sample(subparsers)
     _add_eval(subparsers)
     _add_attention_plot(subparsers)
+    _add_exercise(subparsers)
+    _add_check(subparsers)
     return parser
 
 
@@ -219,6 +224,45 @@ def _add_attention_plot(subparsers: Any) -> None:
     attention.set_defaults(handler=commands.run_attention_plot)
 
 
+def _add_exercise(subparsers: Any) -> None:
+    """``tfs exercise``."""
+    parser = subparsers.add_parser(
+        "exercise",
+        help="write a starting file for one component, to write and then `tfs check`",
+        description=(
+            "Write COMPONENT's class with tfs's constructor and parameters, its formula and "
+            "shapes, and a forward that raises NotImplementedError. --list shows the "
+            "components in curriculum order."
+        ),
+    )
+    parser.add_argument("component", nargs="?", metavar="COMPONENT", help="see --list")
+    parser.add_argument("--list", action="store_true", help="list the components and stop")
+    parser.add_argument("--out", metavar="FILE", help="where to write (default my_COMPONENT.py)")
+    parser.add_argument("--force", action="store_true", help="replace --out if it exists")
+    parser.set_defaults(handler=exercise.run_exercise)
+
+
+def _add_check(subparsers: Any) -> None:
+    """``tfs check``."""
+    parser = subparsers.add_parser(
+        "check",
+        help="run tfs's checks of one component on your own class",
+        description=(
+            "Build TARGET as tfs builds COMPONENT, run every check tfs's own component "
+            "passes, and print one line per check. Exit status 0: every check passed; 1: "
+            "one failed or is not implemented yet; 2: a usage error."
+        ),
+    )
+    parser.add_argument("component", metavar="COMPONENT", help=", ".join(exercise.BY_NAME))
+    parser.add_argument(
+        "target", metavar="TARGET", help="path/to/file.py:ClassName or package.module:ClassName"
+    )
+    parser.add_argument(
+        "--no-learning", action="store_true", help="skip the learning checks (a few seconds)"
+    )
+    parser.set_defaults(handler=exercise.run_check)
+
+
 def _add_device_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--device",
@@ -253,7 +297,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return stop.code if isinstance(stop.code, int) else 0
         if args.command is None:
             return _fail(
-                "expected a command: train, sample, eval or attention-plot (see tfs --help)"
+                "expected a command: train, sample, eval, attention-plot, exercise or check "
+                "(see tfs --help)"
             )
         handler: Callable[[argparse.Namespace], int] = args.handler
         return handler(args)
