@@ -70,7 +70,10 @@ def _define(
         def run(session: nox.Session, package: str = package) -> None:
             _install(session, package, *groups)
             where = f"packages/{package}"
-            session.run(*[arg.format(where=where) for arg in command], *session.posargs)
+            args = [arg.format(where=where) for arg in command]
+            if kind == "tests" and package in XDIST_PACKAGES:
+                args[1:1] = XDIST
+            session.run(*args, *session.posargs)
 
     @nox.session(name=f"{kind}-examples")
     def examples(session: nox.Session) -> None:
@@ -85,8 +88,16 @@ def _define(
             session.notify(f"{kind}-{name}")
 
 
+# pytest-xdist for the two longest test folders: a worker per core, each test handed to
+# the next free worker. The shorter folders finish sooner without the workers' start-up.
+XDIST = ["-n", "auto", "--dist", "worksteal"]
+XDIST_PACKAGES = ["tfs-decoder"]
 _define(
-    "tests", ("test",), ["pytest", "{where}/tests"], [["pytest", "examples"]], extra=("scripts",)
+    "tests",
+    ("test",),
+    ["pytest", "{where}/tests"],
+    [["pytest", *XDIST, "examples"]],
+    extra=("scripts",),
 )
 # The repository's conftest.py (fixtures shared by every package's tests) is checked on its
 # own: mypy cannot take two top-level modules named conftest in one run.

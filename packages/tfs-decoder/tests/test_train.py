@@ -9,6 +9,7 @@ import math
 import os
 import random
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -416,11 +417,21 @@ def test_non_finite_weights_stop_the_run_before_a_checkpoint(
 # --- Ctrl-C ------------------------------------------------------------------------------
 
 
+@pytest.fixture
+def python_sigint() -> Iterator[None]:
+    """SIGINT as a Python program starts with it (KeyboardInterrupt), which train() only
+    then takes over. pytest-xdist's workers start with SIGINT ignored."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
 def sigint(loss: torch.Tensor) -> torch.Tensor:
     os.kill(os.getpid(), signal.SIGINT)
     return loss
 
 
+@pytest.mark.usefixtures("python_sigint")
 def test_ctrl_c_saves_the_step_and_resume_continues_exactly(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -452,6 +463,7 @@ def test_ctrl_c_saves_the_step_and_resume_continues_exactly(
     ]
 
 
+@pytest.mark.usefixtures("python_sigint")
 def test_second_ctrl_c_interrupts_at_once_and_keeps_the_previous_checkpoint(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
