@@ -219,19 +219,23 @@ def test_matches_references_property(
     """For every drawn (batch, pos, d_model, n_heads, d_head) and input scale, the output
     equals F.scaled_dot_product_attention, and nn.MultiheadAttention too where its layout
     allows (n_heads * d_head == d_model), under the weight mapping above. fp32, atol = rtol =
-    1e-5 (ATOL/RTOL); inputs up to 4x the unit scale keep the values O(10)."""
+    1e-5 (ATOL/RTOL) at unit scale; inputs up to 4x the unit scale keep the values O(10).
+    The scores grow with the square of the input scale, and their rounding with them (the
+    two sides sum in different orders): atol grows as scale^2 above 1 (1.5e-5 was seen at
+    scale 4, pos 7, one head)."""
     d_model = n_heads * head_multiple
     attn = _make(d_model, n_heads, d_head, causal=causal, seed=seed)
     x = scale * _x(batch, pos, d_model, seed=seed)
     out = attn(x)
     assert out.shape == (batch, pos, d_model)
+    atol = ATOL * max(1.0, scale) ** 2
     torch.testing.assert_close(
-        out, _sdpa_reference(attn, x, is_causal=causal), atol=ATOL, rtol=RTOL
+        out, _sdpa_reference(attn, x, is_causal=causal), atol=atol, rtol=RTOL
     )
     if attn.n_heads * attn.d_head == d_model:
         causal_block = torch.ones(pos, pos, dtype=torch.bool).triu(1) if causal else None
         expected, _ = _torch_mha(attn)(x, x, x, attn_mask=causal_block, need_weights=False)
-        torch.testing.assert_close(out, expected, atol=ATOL, rtol=RTOL)
+        torch.testing.assert_close(out, expected, atol=atol, rtol=RTOL)
 
 
 # ------------------------------------------------------------------- attention_mask

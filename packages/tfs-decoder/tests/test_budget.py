@@ -83,12 +83,12 @@ def test_a_fitted_count_makes_at_most_max_epochs_passes(
     """However many steps the budget would allow, a fitted count stops at ``max_epochs``
     passes over the training tokens; a ``max_steps`` given is never shortened."""
     monkeypatch.setattr(trainer_module, "steps_within", lambda *args: 10**6)
-    config = small_run(tmp_path, "epochs", time_budget=5.0, max_epochs=2.0, sample_tokens=0)
+    config = small_run(tmp_path, "epochs", time_budget=5.0, max_epochs=0.1, sample_tokens=0)
     train_tokens = load_run_data(config, DistInfo(), None).train_ids.numel()
     result = train(config, progress=False)
-    assert result.max_steps == math.ceil(2.0 * train_tokens / (4 * 16))
-    given = small_run(tmp_path, "given", max_steps=30, max_epochs=0.01, sample_tokens=0)
-    assert train(given, progress=False).step == 30
+    assert result.max_steps == math.ceil(0.1 * train_tokens / (4 * 16))
+    given = small_run(tmp_path, "given", max_steps=12, max_epochs=0.01, sample_tokens=0)
+    assert train(given, progress=False).step == 12
 
 
 def test_the_deadline_ends_a_run_early_with_a_checkpoint(tmp_path: Path) -> None:
