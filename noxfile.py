@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from email.parser import Parser
 from pathlib import Path
@@ -45,6 +47,11 @@ if "PIP_FIND_LINKS" in os.environ and "UV_FIND_LINKS" not in os.environ:
     os.environ["UV_FIND_LINKS"] = os.environ["PIP_FIND_LINKS"]
 # With bytecode writing off, a fresh venv recompiles torch on every import (~10 s).
 os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+# OpenMP threads that wait for work sleep instead of spinning. The tests run two pytest
+# workers on two cores, and some start 2-thread training processes beside them: spinning
+# threads then take the cores the others need (the reproducibility test: 19 s instead of
+# 10). It changes when torch's threads wait, not what they compute.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def _install(session: nox.Session, package: str, *groups: str) -> None:
@@ -84,8 +91,36 @@ def _define(
 
     @nox.session(name=kind, venv_backend="none")
     def umbrella(session: nox.Session) -> None:
-        for name in [*PACKAGES, "examples", *extra]:
-            session.notify(f"{kind}-{name}")
+        names = [f"{kind}-{name}" for name in [*PACKAGES, "examples", *extra]]
+        if kind != "tests":  # mypy's sessions share one cache folder: one at a time
+            for name in names:
+                session.notify(name)
+            return
+        longest = f"{kind}-tfs-decoder"
+        _side_by_side(session, [longest], [name for name in names if name != longest])
+
+
+def _side_by_side(session: nox.Session, first: list[str], second: list[str]) -> None:
+    """Run two lists of sessions at once, each list in a nox process of its own, one
+    session after another. The first list's output streams; the second's follows it."""
+    command = [sys.executable, "-m", "nox", "-f", str(ROOT / "noxfile.py"), "-s"]
+    posargs = ["--", *session.posargs] if session.posargs else []
+    with tempfile.TemporaryFile("w+") as log:
+        others = subprocess.Popen(
+            [*command, *second, *posargs], stdout=log, stderr=subprocess.STDOUT
+        )
+        first_code = subprocess.run([*command, *first, *posargs], check=False).returncode
+        second_code = others.wait()
+        log.seek(0)
+        print(log.read(), flush=True)
+    failed = [
+        name
+        for code, names in ((first_code, first), (second_code, second))
+        if code
+        for name in names
+    ]
+    if failed:
+        session.error(f"a session failed among: {', '.join(failed)} (output above)")
 
 
 # pytest-xdist for the two longest test folders: a worker per core, each test handed to
