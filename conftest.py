@@ -10,6 +10,8 @@ the repository root, including the smoke session's run against installed wheels)
   its plain formula at the thread count in force, and reproducible to the bit.
 * ``check_autodiff`` and ``float64_params``: second derivatives and ``torch.func``
   transforms of a module, the same checks for every package.
+* ``expect_failure``: a planted bug's report failed the check named, in the words given
+  (each package's ``test_checks.py``).
 
 torch is imported inside the functions: the scripts' tests run without it.
 """
@@ -17,7 +19,7 @@ torch is imported inside the functions: the scripts' tests run without it.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -192,6 +194,20 @@ def check_autodiff() -> Callable[..., None]:
 def check_fast_op() -> Callable[..., None]:
     """:func:`_check_fast_op`, for the tests of any package."""
     return _check_fast_op
+
+
+def _expect_failure(report: Any, check: str, words: str) -> None:
+    """A planted bug's report (``tfs_*.checks``): ``check`` failed, with ``words`` in its
+    message."""
+    failed = report.failures
+    assert check in failed, f"{check!r} did not fail\n{report}"
+    assert words in failed[check], f"{check}: {failed[check]!r} does not say {words!r}"
+
+
+@pytest.fixture
+def expect_failure() -> Callable[..., None]:
+    """:func:`_expect_failure`, for the planted-bug tables of every package."""
+    return _expect_failure
 
 
 @pytest.fixture
