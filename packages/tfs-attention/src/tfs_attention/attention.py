@@ -200,9 +200,13 @@ class MultiHeadAttention(nn.Module):
             n_dest, n_src, causal=self.causal, attention_mask=attention_mask, device=q.device
         )
         assert hidden is not None
-        z = F.scaled_dot_product_attention(q, k, v, attn_mask=~hidden, dropout_p=dropout)
-        # A destination with no visible source attends to nothing, as in _attend.
-        return z.masked_fill(hidden.all(dim=-1, keepdim=True), 0.0)
+        # A destination with no visible source attends to nothing, as in _attend. SDPA is
+        # shown such a row unmasked and its output zeroed after: torch before 2.5 returns
+        # NaN for a fully masked row, and its gradient would carry the NaN back.
+        nothing_visible = hidden.all(dim=-1, keepdim=True)
+        visible = ~(hidden & ~nothing_visible)
+        z = F.scaled_dot_product_attention(q, k, v, attn_mask=visible, dropout_p=dropout)
+        return z.masked_fill(nothing_visible, 0.0)
 
     def extra_repr(self) -> str:
         return (
