@@ -105,8 +105,11 @@ def _twins(float64_params: Float64Params) -> tuple[Decoder, Any]:
     decoder = Decoder(CONFIG).double()
     decoder.load_state_dict(_gpt2_params(float64_params, decoder))
     twin = to_hf_gpt2(decoder)
-    twin.set_attn_implementation("eager")
-    return decoder, twin
+    # Rebuilt rather than switched (set_attn_implementation): transformers before 4.48
+    # picks the attention class when the model is built.
+    eager = type(twin)._from_config(twin.config, attn_implementation="eager").to(twin.dtype)
+    eager.load_state_dict(twin.state_dict())
+    return decoder, eager
 
 
 def _loss(model: torch.nn.Module, hf: bool) -> Tensor:
