@@ -1,9 +1,10 @@
 """Sessions: tests-<package>, typecheck-<package> (one virtualenv each), tests-examples and
 typecheck-examples (the examples/ folder, all four packages installed), tests-scripts and
 typecheck-scripts (the release scripts), tests, typecheck, lint, train (the no-argument
-main job), bench (the speed benchmark), and dist and smoke (build and check the release
-files, then test them installed; `nox -s dist smoke`). bench, dist and smoke never run by
-default.
+main job), bench (the speed benchmark), tests-oldest-torch (every package's tests on the
+oldest torch the packages admit), and dist and smoke (build and check the release files,
+then test them installed; `nox -s dist smoke`). bench, tests-oldest-torch, dist and smoke
+never run by default.
 
 Each package is tested in a virtualenv that holds only that package, its declared
 dependencies (siblings installed from this checkout) and its dependency groups, so a
@@ -13,6 +14,7 @@ missing dependency in one package's metadata fails that package's session.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -143,6 +145,27 @@ _define(
     [["mypy", "examples"], ["mypy", "conftest.py"]],
     extra=("scripts",),
 )
+
+
+OLDEST = {"torch": "2.4.1", "transformers": "4.46.3", "tokenizers": "0.20.3"}
+"""The oldest torch the packages' metadata admits (``torch>=2.4``), and a transformers
+(the ``hf`` extra and the tests' GPT-2 references; 5.x needs torch 2.6) and tokenizers
+that run with it."""
+
+
+@nox.session(name="tests-oldest-torch")
+def tests_oldest_torch(session: nox.Session) -> None:
+    """Every package's tests on OLDEST's versions instead of constraints.txt's pins. Not
+    run by default: PyPI has only CUDA builds of that torch for Linux, several GB."""
+    text = CONSTRAINTS.read_text(encoding="utf-8")
+    for name, version in OLDEST.items():
+        text = re.sub(rf"^{name}==\S+$", f"{name}=={version}", text, flags=re.M)
+    oldest = Path(session.create_tmp()) / "constraints.txt"
+    oldest.write_text(text, encoding="utf-8")
+    session.env.update({"UV_CONSTRAINT": str(oldest), "PIP_CONSTRAINT": str(oldest)})
+    _install(session, "tfs-decoder", "test")  # its test group holds the others' too
+    for package in PACKAGES:
+        session.run("pytest", *XDIST, f"packages/{package}/tests", *session.posargs)
 
 
 @nox.session
