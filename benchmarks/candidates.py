@@ -58,6 +58,11 @@ SHAPES = {
     "cpu-small": Shape(
         d_vocab=100, d_model=128, n_heads=4, d_mlp=512, n_layers=8, n_ctx=128, batch=32
     ),
+    # nanoGPT's CPU recipe for Shakespeare characters (4 layers of 128, context 64, batch
+    # 12), the size of the curricula's exercises; benchmarks/shakespeare_char.py trains it.
+    "nanogpt-char": Shape(
+        d_vocab=65, d_model=128, n_heads=4, d_mlp=512, n_layers=4, n_ctx=64, batch=12
+    ),
     # GPT-2 small's widths and vocabulary with 8 layers: a GPU shape.
     "gpt2-8l": Shape(
         d_vocab=50257, d_model=768, n_heads=12, d_mlp=3072, n_layers=8, n_ctx=1024, batch=16
