@@ -124,6 +124,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--gen-new", type=int, help="new tokens per generation (default 256)")
     parser.add_argument("--gen-repeats", type=int, help="alternating generation runs (default 3)")
     parser.add_argument(
+        "--gen-batch", type=int, default=1, help="prompts generated at once (default 1)"
+    )
+    parser.add_argument(
         "--dtype",
         choices=["auto", "fp32", "bf16"],
         default="auto",
@@ -210,6 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         steps=args.steps_per_repeat,
         warmup=max(args.warmup, 1),
         gen_new=args.gen_new,
+        gen_batch=args.gen_batch,
         gen_repeats=args.gen_repeats,
         peak_size=args.peak_size,
         budget_s=args.budget_s

@@ -115,7 +115,8 @@ def gen_table(s: Settings, gens: list[GenRow]) -> tuple[list[str], list[dict[str
     base = {gen.use_cache: gen for gen in gens if gen.candidate == "tfs" and gen.median_s}
     n_ctx = generation_shape(s).n_ctx
     lines = [
-        f"Generation: {s.gen_new} new tokens after a {PROMPT}-token prompt, batch 1, greedy, "
+        f"Generation: {s.gen_new} new tokens after a {PROMPT}-token prompt, batch "
+        f"{s.gen_batch} (tokens/s counts every row's), greedy, "
         f"eval mode, the same widths with n_ctx {n_ctx}, {_precision(s.dtype)}; "
         f"medians of {plural(s.gen_repeats, 'alternating run')}. tfs: "
         "`Decoder.generate(temperature=0.0, use_cache=...)`; hf: `generate(do_sample=False, "
@@ -129,7 +130,7 @@ def gen_table(s: Settings, gens: list[GenRow]) -> tuple[list[str], list[dict[str
     json_rows = []
     for gen in gens:
         median = gen.median_s
-        tps = s.gen_new / median if median else None
+        tps = s.gen_batch * s.gen_new / median if median else None
         tfs = base.get(gen.use_cache)
         ratio = tfs.median_s / median if median and tfs and tfs.median_s else None
         notes = []
@@ -220,7 +221,12 @@ def report(
         "repeats": s.repeats,
         "steps_per_repeat": s.steps,
         "train": train_json,
-        "generation": {"new_tokens": s.gen_new, "prompt": PROMPT, "rows": gen_json},
+        "generation": {
+            "new_tokens": s.gen_new,
+            "batch": s.gen_batch,
+            "prompt": PROMPT,
+            "rows": gen_json,
+        },
         "wall_s": elapsed,
     }
     return "\n".join(lines) + "\n", data

@@ -41,6 +41,7 @@ class Settings:
     steps: int
     warmup: int
     gen_new: int
+    gen_batch: int
     gen_repeats: int
     peak_size: int
     budget_s: float | None
@@ -92,7 +93,7 @@ class GenRow:
     candidate: str
     use_cache: bool
     seconds: list[float] = field(default_factory=list)
-    tokens: list[int] = field(default_factory=list)
+    tokens: list[list[int]] = field(default_factory=list)
     error: str | None = None
 
     @property
@@ -200,7 +201,8 @@ def generation_shape(s: Settings) -> Shape:
 def run_generation(s: Settings, clock: Clock, log: Callable[[str], None]) -> list[GenRow]:
     gen_shape = generation_shape(s)
     generator = torch.Generator().manual_seed(1)
-    prompt = torch.randint(0, s.shape.d_vocab, (1, PROMPT), generator=generator).to(s.device)
+    prompt = torch.randint(0, s.shape.d_vocab, (s.gen_batch, PROMPT), generator=generator)
+    prompt = prompt.to(s.device)
     rows: list[GenRow] = []
     fns: dict[int, Callable[[Tensor, int], Tensor]] = {}
     for name in s.generate:
@@ -241,9 +243,11 @@ def run_generation(s: Settings, clock: Clock, log: Callable[[str], None]) -> lis
                     out = fns[index](prompt, s.gen_new)
                     sync(s.device)
                 row.seconds.append(time.perf_counter() - start)
-                row.tokens = out[0, PROMPT:].tolist()
-                if len(row.tokens) != s.gen_new:
-                    row.error = f"generated {len(row.tokens)} tokens, not {s.gen_new}"
+                row.tokens = out[:, PROMPT:].tolist()
+                if out.shape != (s.gen_batch, PROMPT + s.gen_new):
+                    row.error = (
+                        f"generated {list(out.shape)}, not {[s.gen_batch, PROMPT + s.gen_new]}"
+                    )
             except Exception as error:
                 row.error = first_line(error)
                 log(f"  generate {row.label}: failed: {row.error}")
