@@ -26,11 +26,13 @@ from tfs_attention._checking import (
     check_dtypes,
     check_every_parameter_used,
     check_gradients,
+    check_resized,
     check_same,
     expect_shape,
     max_difference,
     module_for_probes,
     output,
+    random_weights,
     run_checks,
 )
 from tfs_attention.attention import MultiHeadAttention
@@ -57,12 +59,9 @@ CONTRACT = Contract(
 )
 
 
-def _weights(seed: int = 0, std: float = 0.25) -> dict[str, Tensor]:
+def _weights(seed: int = 0) -> dict[str, Tensor]:
     """Random weights and biases large enough that attention patterns are far from uniform."""
-    gen = torch.Generator().manual_seed(seed)
-    return {
-        name: torch.randn(shape, generator=gen) * std for name, shape in CONTRACT.params.items()
-    }
+    return random_weights(CONTRACT.params, seed)
 
 
 def _x(seed: int = 1, batch: int = 2) -> Tensor:
@@ -85,11 +84,7 @@ def _shapes(subject: Subject) -> None:
     check_dtypes(subject, lambda module, dtype: module(x.to(dtype)))
     wide = subject.build(n_heads=4, d_head=4)
     expect_shape(_run(wide, x), x.shape, "output with n_heads=4, d_head=4")
-    if subject.named_as_tfs and tuple(wide.get_parameter("W_Q").shape) != (4, D_MODEL, 4):
-        raise CheckFailed(
-            f"n_heads, d_head: with n_heads=4, d_head=4 W_Q should be [4, {D_MODEL}, 4], got "
-            f"{list(wide.get_parameter('W_Q').shape)} — use the arguments, not fixed sizes"
-        )
+    check_resized(subject, wide, "W_Q", (4, D_MODEL, 4), "n_heads=4, d_head=4")
 
 
 def _same_as_tfs(subject: Subject) -> None:

@@ -143,6 +143,33 @@ def max_difference(got: Tensor, want: Tensor, what: str) -> float:
     return float(difference.nan_to_num(nan=float("inf")).max())
 
 
+def random_weights(
+    params: Mapping[str, tuple[int, ...]], seed: int, std: float = 0.25
+) -> dict[str, Tensor]:
+    """``N(0, std)`` values for every parameter in ``params``, drawn in its order from one
+    seeded generator; LayerNorm gains (named ``w``) scattered around 1, so that normalised
+    values keep their size."""
+    gen = torch.Generator().manual_seed(seed)
+    weights = {}
+    for name, shape in params.items():
+        noise = torch.randn(shape, generator=gen) * std
+        weights[name] = 1.0 + noise if name.rpartition(".")[2] == "w" else noise
+    return weights
+
+
+def check_resized(
+    subject: Subject, module: nn.Module, name: str, shape: tuple[int, ...], given: str
+) -> None:
+    """Built with the sizes ``given``, the weight ``name`` has the shape they make (when the
+    parameters are named as tfs's)."""
+    got = tuple(module.get_parameter(name).shape) if subject.named_as_tfs else shape
+    if got != shape:
+        raise CheckFailed(
+            f"with {given}, {name} should be {list(shape)}, got {list(got)} — use "
+            f"the arguments, not fixed sizes"
+        )
+
+
 def module_for_probes(
     subject: Subject, weights: Mapping[str, Tensor], **overrides: Any
 ) -> nn.Module:

@@ -29,6 +29,7 @@ from tfs_mlp._checking import (
     check_dtypes,
     check_every_parameter_used,
     check_gradients,
+    check_resized,
     check_same,
     expect_shape,
     max_difference,
@@ -94,11 +95,7 @@ def _shapes(subject: Subject) -> None:
     check_dtypes(subject, lambda module, dtype: module(x.to(dtype)))
     small = subject.build(d_model=4, d_mlp=12)
     expect_shape(_run(small, x[..., :4]), (2, POS, 4), "output with d_model=4, d_mlp=12")
-    if subject.named_as_tfs and tuple(small.get_parameter("W_in").shape) != (4, 12):
-        raise CheckFailed(
-            f"d_model, d_mlp: with d_model=4, d_mlp=12 W_in should be [4, 12], got "
-            f"{list(small.get_parameter('W_in').shape)} — use the arguments, not fixed sizes"
-        )
+    check_resized(subject, small, "W_in", (4, 12), "d_model=4, d_mlp=12")
 
 
 def _same_as_tfs(subject: Subject) -> None:

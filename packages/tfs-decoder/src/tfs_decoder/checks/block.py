@@ -21,14 +21,12 @@ from tfs_attention._checking import (
     expect_shape,
     max_difference,
     output,
+    random_weights,
     run_checks,
 )
 from tfs_attention.checks import fetch_accuracy
 from tfs_decoder.block import ResidualBlock
-from tfs_decoder.checks._common import (
-    parameter_shapes,
-    random_weights,
-)
+from tfs_decoder.checks._common import parameter_shapes
 from tfs_decoder.layernorm import layer_norm_formula
 from tfs_mlp import MLP
 

@@ -20,13 +20,11 @@ from tfs_attention._checking import (
     expect_shape,
     module_for_probes,
     output,
+    random_weights,
     run_checks,
 )
 from tfs_decoder.checks import reversal
-from tfs_decoder.checks._common import (
-    parameter_shapes,
-    random_weights,
-)
+from tfs_decoder.checks._common import parameter_shapes
 from tfs_decoder.config import DecoderConfig
 from tfs_decoder.decoder import Decoder
 

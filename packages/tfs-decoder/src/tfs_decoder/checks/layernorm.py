@@ -22,9 +22,9 @@ from tfs_attention._checking import (
     max_difference,
     module_for_probes,
     output,
+    random_weights,
     run_checks,
 )
-from tfs_decoder.checks._common import random_weights
 from tfs_decoder.layernorm import LayerNorm
 
 D_MODEL, POS, EPS = 16, 5, 1e-5

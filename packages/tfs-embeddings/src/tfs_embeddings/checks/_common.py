@@ -1,6 +1,7 @@
 """What the three components' checks share: tfs's sizes and tolerance, random weights
-and tokens, and the checks every component runs (dtypes, sizes from the arguments, equal
-to tfs's, gradients, every parameter used, a bigram map learned)."""
+and tokens, the nearest table row, tfs's reference module, and the verdict on a learned
+bigram map. The checks every package runs (dtypes, sizes, equality, gradients, every
+parameter used) are in :mod:`tfs_embeddings._checking`."""
 
 from __future__ import annotations
 
@@ -10,11 +11,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from tfs_embeddings._checking import (
-    CheckFailed,
-    Contract,
-    Subject,
-)
+from tfs_embeddings._checking import CheckFailed, Contract, Subject, random_weights
 
 D_VOCAB, D_MODEL, N_CTX, POS = 20, 12, 10, 6
 TOLERANCE = 1e-5
@@ -27,8 +24,7 @@ Factory = Callable[..., nn.Module]
 
 def _weights(contract: Contract, seed: int = 0) -> dict[str, Tensor]:
     """Standard normal weights: rows far apart, so an output vector names its row."""
-    gen = torch.Generator().manual_seed(seed)
-    return {name: torch.randn(shape, generator=gen) for name, shape in contract.params.items()}
+    return random_weights(contract.params, seed, std=1.0)
 
 
 def _tokens(high: int, seed: int = 1, batch: int = 2) -> Tensor:
@@ -45,18 +41,6 @@ def _nearest_rows(vectors: Tensor, table: Tensor) -> tuple[Tensor, Tensor]:
     gap = (vectors.detach()[..., None, :] - table).abs().amax(dim=-1).nan_to_num(math.inf)
     distance, row = gap.min(dim=-1)
     return row, distance
-
-
-def _resized(
-    subject: Subject, module: nn.Module, name: str, shape: tuple[int, ...], given: str
-) -> None:
-    """Built with the sizes ``given``, the weight ``name`` has the shape they make."""
-    got = tuple(module.get_parameter(name).shape) if subject.named_as_tfs else shape
-    if got != shape:
-        raise CheckFailed(
-            f"with {given}, {name} should be {list(shape)}, got {list(got)} — use "
-            f"the arguments, not fixed sizes"
-        )
 
 
 def _reference(cls: Factory, contract: Contract) -> nn.Module:

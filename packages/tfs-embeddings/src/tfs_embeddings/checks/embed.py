@@ -16,6 +16,7 @@ from tfs_embeddings._checking import (
     Subject,
     check_dtypes,
     check_gradients,
+    check_resized,
     check_same,
     expect_shape,
     max_difference,
@@ -31,7 +32,6 @@ from tfs_embeddings.checks._common import (
     _loaded,
     _nearest_rows,
     _reference,
-    _resized,
     _tokens,
     _weights,
 )
@@ -55,7 +55,7 @@ def _embed_shapes(subject: Subject) -> None:
     check_dtypes(subject, lambda module, dtype: output(module(tokens)))
     small = subject.build(d_vocab=7, d_model=5)
     expect_shape(output(small(tokens % 7)), (2, POS, 5), "output with d_vocab=7, d_model=5")
-    _resized(subject, small, "W_E", (7, 5), "d_vocab=7, d_model=5")
+    check_resized(subject, small, "W_E", (7, 5), "d_vocab=7, d_model=5")
 
 
 def _embed_same_as_tfs(subject: Subject) -> None:

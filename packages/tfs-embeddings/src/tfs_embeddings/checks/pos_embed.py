@@ -17,6 +17,7 @@ from tfs_embeddings._checking import (
     Subject,
     check_dtypes,
     check_gradients,
+    check_resized,
     check_same,
     expect_shape,
     max_difference,
@@ -31,7 +32,6 @@ from tfs_embeddings.checks._common import (
     _loaded,
     _nearest_rows,
     _reference,
-    _resized,
     _tokens,
     _weights,
 )
@@ -59,7 +59,7 @@ def _pos_shapes(subject: Subject) -> None:
     )
     small = subject.build(n_ctx=7, d_model=5)
     expect_shape(output(small(tokens)), (2, POS, 5), "output with n_ctx=7, d_model=5")
-    _resized(subject, small, "W_pos", (7, 5), "n_ctx=7, d_model=5")
+    check_resized(subject, small, "W_pos", (7, 5), "n_ctx=7, d_model=5")
 
 
 def _pos_same_as_tfs(subject: Subject) -> None:

@@ -17,6 +17,7 @@ from tfs_embeddings._checking import (
     check_dtypes,
     check_every_parameter_used,
     check_gradients,
+    check_resized,
     check_same,
     expect_shape,
     output,
@@ -30,7 +31,6 @@ from tfs_embeddings.checks._common import (
     _bigram_learned,
     _loaded,
     _reference,
-    _resized,
     _weights,
 )
 from tfs_embeddings.checks.tasks import train_deterministic_bigram
@@ -55,7 +55,7 @@ def _unembed_shapes(subject: Subject) -> None:
     check_dtypes(subject, lambda module, dtype: output(module(x.to(dtype))))
     small = subject.build(d_model=5, d_vocab=7)
     expect_shape(output(small(x[..., :5])), (2, POS, 7), "logits with d_model=5, d_vocab=7")
-    _resized(subject, small, "W_U", (5, 7), "d_model=5, d_vocab=7")
+    check_resized(subject, small, "W_U", (5, 7), "d_model=5, d_vocab=7")
 
 
 def _unembed_same_as_tfs(subject: Subject) -> None:
