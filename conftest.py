@@ -151,7 +151,9 @@ def _check_fast_op(
     """A fast op against its formula, in the conditions users run it: float32 inputs
     large enough for torch to split the work across the intra-op threads the fixture above
     sets. Outputs and gradients (for a random output gradient) agree within the stated
-    tolerances, and two runs of the fast op give the same bits, forward and backward."""
+    tolerances; two runs of the fast op give the same bits, forward and backward; and so
+    do its runs where autograd records nothing (``torch.no_grad()``,
+    ``torch.inference_mode()``, where the ops skip their autograd Functions)."""
     import torch
 
     leaves = [t.detach().requires_grad_(t.is_floating_point()) for t in inputs]
@@ -166,6 +168,10 @@ def _check_fast_op(
         torch.testing.assert_close(got, want, rtol=rtol, atol=atol)
     again = fast(*leaves)
     assert torch.equal(again, out), "the forward pass differs between two identical calls"
+    for mode in (torch.no_grad, torch.inference_mode):
+        with mode():
+            unrecorded = fast(*leaves)
+        assert torch.equal(unrecorded, out), f"the forward pass differs under {mode.__name__}()"
     for got, first in zip(torch.autograd.grad(again, wanted, grad_out), grads, strict=True):
         assert torch.equal(got, first), "the backward pass differs between two identical calls"
 

@@ -8,6 +8,7 @@ from pathlib import Path
 PACKAGES = Path(__file__).resolve().parents[1] / "packages"
 COPIES = {
     "_backward.py": ["tfs-attention", "tfs-mlp"],  # tfs-decoder imports tfs-attention's
+    "_hook_point.py": ["tfs-attention", "tfs-mlp"],  # likewise
     "_checking.py": ["tfs-attention", "tfs-embeddings", "tfs-mlp"],  # likewise
 }
 

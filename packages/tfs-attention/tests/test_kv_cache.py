@@ -152,3 +152,72 @@ def test_max_pos_must_be_a_positive_int(max_pos: object) -> None:
     cache = object.__new__(KVCache)
     with pytest.raises(ValueError, match=rf"max_pos: expected a positive int, got {max_pos!r}"):
         inspect.unwrap(KVCache.__init__)(cache, max_pos)
+
+
+@pytest.mark.parametrize("mode", [torch.no_grad, torch.inference_mode])
+def test_pieces_where_autograd_records_nothing_equal_one_forward(mode: type) -> None:
+    """There a cached step takes the query, key and value weights laid side by side from the
+    cache (``KVCache.keep``) instead of laying them out again: the same outputs."""
+    attn = _attention()
+    x = torch.randn(2, 9, 12, generator=torch.Generator().manual_seed(3))
+    with mode():
+        expected = attn(x)
+        got = _pieces(attn, x, [4, 5, 7])
+    torch.testing.assert_close(got, expected, atol=ATOL, rtol=RTOL)
+
+
+@pytest.mark.parametrize("edit", ["in place", "replaced"])
+def test_a_weight_changed_between_steps_reaches_the_next_step(edit: str) -> None:
+    """What a cached step keeps from the weights follows them: a head's W_Q zeroed in place
+    (as in a patching experiment), or W_Q replaced by a new parameter. Only queries change,
+    so the cached keys and values stay valid and the last step equals a fresh forward."""
+    attn = _attention()
+    x = torch.randn(1, 6, 12, generator=torch.Generator().manual_seed(4))
+    cache = KVCache(max_pos=6)
+    with torch.no_grad():
+        attn(x[:, :5], kv_cache=cache)
+        if edit == "in place":
+            attn.W_Q[1].zero_()
+        else:
+            attn.W_Q = torch.nn.Parameter(torch.zeros_like(attn.W_Q))
+        got = attn(x[:, 5:], kv_cache=cache)
+        expected = attn(x)[:, 5:]
+    torch.testing.assert_close(got, expected, atol=ATOL, rtol=RTOL)
+
+
+def test_keep_computes_once_until_a_source_changes() -> None:
+    cache = KVCache(max_pos=4)
+    w = torch.randn(3)
+    calls: list[Tensor] = []
+
+    def double() -> Tensor:
+        calls.append(w * 2)
+        return calls[-1]
+
+    first = cache.keep("double", [w], double)
+    assert cache.keep("double", [w], double) is first
+    assert len(calls) == 1
+    w.add_(1.0)  # written in place: its version counter moves
+    assert torch.equal(cache.keep("double", [w], double), w * 2)
+    assert len(calls) == 2
+    w = w.double()  # another tensor
+    cache.keep("double", [w], double)
+    assert len(calls) == 3
+    cache.reset()
+    cache.keep("double", [w], double)
+    assert len(calls) == 4
+
+
+def test_a_cache_filled_in_inference_mode_goes_on_outside_it() -> None:
+    """``Decoder.generate`` fills its caches under ``torch.inference_mode()``; a cache so
+    filled can still be appended to outside it (an inference tensor cannot be written
+    there, so the cache writes to copies)."""
+    attn = _attention()
+    x = torch.randn(1, 6, 12, generator=torch.Generator().manual_seed(5))
+    cache = KVCache(max_pos=6)
+    with torch.inference_mode():
+        first = attn(x[:, :4], kv_cache=cache)
+    with torch.no_grad():
+        rest = attn(x[:, 4:], kv_cache=cache)
+        expected = attn(x)
+    torch.testing.assert_close(torch.cat([first, rest], 1), expected, atol=ATOL, rtol=RTOL)

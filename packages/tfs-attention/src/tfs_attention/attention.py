@@ -9,8 +9,10 @@ import torch.nn.functional as F
 from jaxtyping import Bool, Float
 from torch import Tensor, nn
 
+from tfs_attention._backward import graph_needed
+from tfs_attention._hook_point import HookPoint
 from tfs_attention.kv_cache import KVCache
-from tfs_attention.qkv_projection import qkv_projection
+from tfs_attention.qkv_projection import qkv_projection, side_by_side
 from tfs_attention.softmax_attention import attention_pattern, hidden_positions, softmax_attention
 
 BACKENDS = ("manual", "sdpa")
@@ -107,12 +109,12 @@ class MultiHeadAttention(nn.Module):
         self.b_V = nn.Parameter(torch.empty(n_heads, d_head))
         self.b_O = nn.Parameter(torch.empty(d_model))
         # Hook points: identity modules, so ordinary forward hooks read or replace these
-        # activations; with no hook attached each costs one module call and no copy.
-        self.hook_q = nn.Identity()  # [batch, pos, head, d_head]
-        self.hook_k = nn.Identity()  # [batch, pos, head, d_head], new positions only
-        self.hook_v = nn.Identity()  # [batch, pos, head, d_head], new positions only
-        self.hook_pattern = nn.Identity()  # [batch, head, dest, src]
-        self.hook_z = nn.Identity()  # [batch, pos, head, d_head]
+        # activations; with no hook attached each returns its input at once.
+        self.hook_q = HookPoint()  # [batch, pos, head, d_head]
+        self.hook_k = HookPoint()  # [batch, pos, head, d_head], new positions only
+        self.hook_v = HookPoint()  # [batch, pos, head, d_head], new positions only
+        self.hook_pattern = HookPoint()  # [batch, head, dest, src]
+        self.hook_z = HookPoint()  # [batch, pos, head, d_head]
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -145,8 +147,7 @@ class MultiHeadAttention(nn.Module):
                 f"attention_mask: expected a bool tensor of shape {(batch, n_src)} "
                 f"[batch, src], got {attention_mask.dtype} {tuple(attention_mask.shape)}"
             )
-        rows = x.reshape(batch * pos, self.d_model)
-        qkv = qkv_projection(rows, self.W_Q, self.W_K, self.W_V, self.b_Q, self.b_K, self.b_V)
+        qkv = self._project(x.reshape(batch * pos, self.d_model), kv_cache)
         q, k, v = qkv.view(batch, pos, 3, self.n_heads, self.d_head).unbind(2)
         # The hooks see [batch, pos, head, d_head]; the products below want head before pos.
         q = self.hook_q(q).transpose(1, 2)
@@ -162,6 +163,21 @@ class MultiHeadAttention(nn.Module):
         # out = sum_h z_h W_O[h] + b_O, as one product over the concatenated heads.
         out = torch.addmm(self.b_O, z.reshape(batch * pos, -1), self.W_O.reshape(-1, self.d_model))
         return out.view(batch, pos, self.d_model)
+
+    def _project(self, rows: Tensor, kv_cache: KVCache | None) -> Tensor:
+        """:func:`qkv_projection` of ``rows``. In cached generation (a cache, and nothing
+        for autograd to record) the same one product, with the weights laid side by side
+        once per sequence and kept with the cache (:meth:`KVCache.keep`) instead of once
+        per step."""
+        weights = (self.W_Q, self.W_K, self.W_V, self.b_Q, self.b_K, self.b_V)
+        if (
+            kv_cache is None
+            or graph_needed(rows, *weights)
+            or torch._C._are_functorch_transforms_active()
+        ):
+            return qkv_projection(rows, *weights)
+        weight, bias = kv_cache.keep("qkv", weights, lambda: side_by_side(*weights))
+        return torch.addmm(bias, rows, weight)
 
     def _attend(
         self,

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
 import torch
 from jaxtyping import Float
 from torch import Tensor
+
+T = TypeVar("T")
 
 
 class KVCache:
@@ -39,6 +44,7 @@ class KVCache:
         self.length = 0
         self._keys: Tensor | None = None
         self._values: Tensor | None = None
+        self._kept: dict[str, tuple[tuple[Any, ...], Any]] = {}
 
     def append(
         self,
@@ -63,7 +69,11 @@ class KVCache:
             shape = (batch, n_heads, self.max_pos, d_head)
             self._keys = torch.empty(shape, dtype=keys.dtype, device=keys.device)
             self._values = torch.empty(shape, dtype=values.dtype, device=values.device)
-        elif (*keys.shape[:2], keys.shape[3]) != (*self._keys.shape[:2], self._keys.shape[3]):
+        elif self._keys.is_inference() and not torch.is_inference_mode_enabled():
+            # Filled under torch.inference_mode() (as Decoder.generate does) and written now
+            # outside it, where an inference tensor cannot be written: write to copies.
+            self._keys, self._values = self._keys.clone(), self._values.clone()
+        if (*keys.shape[:2], keys.shape[3]) != (*self._keys.shape[:2], self._keys.shape[3]):
             raise ValueError(
                 "keys: expected shape [batch, head, pos, d_head] with batch, head, d_head = "
                 f"{self._keys.shape[0]}, {self._keys.shape[1]}, {self._keys.shape[3]} as "
@@ -74,9 +84,31 @@ class KVCache:
         self.length = end
         return self._keys[:, :, :end], self._values[:, :, :end]
 
+    def keep(self, name: str, sources: Sequence[Tensor], compute: Callable[[], T]) -> T:
+        """``compute()``, computed once and kept with the cache under ``name`` until one of
+        ``sources`` changes or :meth:`reset`: for what a layer derives from its weights
+        once per sequence instead of once per step, such as its query, key and value
+        weights laid side by side.
+
+        A source has changed when it is another tensor (another storage, dtype or device)
+        or was written in place since (its version counter moved: ``load_state_dict``,
+        optimizer steps, in-place edits under ``torch.no_grad()``). Writes through
+        ``.data``, which autograd does not track either, are not seen.
+        """
+        key = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in sources)
+        kept = self._kept.get(name)
+        if kept is not None and kept[0] == key:
+            value: T = kept[1]
+            return value
+        value = compute()
+        self._kept[name] = (key, value)
+        return value
+
     def reset(self) -> None:
-        """Forget every cached position (the buffers are kept for reuse)."""
+        """Forget every cached position and every value kept by :meth:`keep` (the buffers
+        are kept for reuse)."""
         self.length = 0
+        self._kept.clear()
 
     def __repr__(self) -> str:
         return f"KVCache(max_pos={self.max_pos}, length={self.length})"

@@ -7,7 +7,7 @@ from jaxtyping import Float
 from torch import Tensor
 from torch.autograd.function import FunctionCtx
 
-from tfs_attention._backward import formula_needed
+from tfs_attention._backward import formula_needed, graph_needed
 
 
 def qkv_formula(
@@ -34,6 +34,19 @@ def _side_by_side(W_Q: Tensor, W_K: Tensor, W_V: Tensor) -> Tensor:
     ``(i, h)`` is head ``h`` of ``W_Q``, ``W_K``, ``W_V`` for ``i = 0, 1, 2``."""
     d_model = W_Q.shape[1]
     return torch.stack([W_Q, W_K, W_V]).permute(2, 0, 1, 3).reshape(d_model, -1)
+
+
+def side_by_side(
+    W_Q: Float[Tensor, "head d_model d_head"],
+    W_K: Float[Tensor, "head d_model d_head"],
+    W_V: Float[Tensor, "head d_model d_head"],
+    b_Q: Float[Tensor, "head d_head"],
+    b_K: Float[Tensor, "head d_head"],
+    b_V: Float[Tensor, "head d_head"],
+) -> tuple[Float[Tensor, "d_model qkv"], Float[Tensor, " qkv"]]:
+    """``W = [W_Q | W_K | W_V]`` and ``b = [b_Q | b_K | b_V]`` (``qkv = 3 * head * d_head``),
+    so that ``(x W + b).view(rows, 3, head, d_head)`` is :func:`qkv_formula`."""
+    return _side_by_side(W_Q, W_K, W_V), torch.stack([b_Q, b_K, b_V]).reshape(-1)
 
 
 class _QKVProjection(torch.autograd.Function):
@@ -63,8 +76,8 @@ class _QKVProjection(torch.autograd.Function):
         b_V: Tensor,
     ) -> Tensor:
         ctx.save_for_backward(x, W_Q, W_K, W_V, b_Q, b_K, b_V)
-        bias = torch.stack([b_Q, b_K, b_V]).reshape(-1)
-        return torch.addmm(bias, x, _side_by_side(W_Q, W_K, W_V))
+        weight, bias = side_by_side(W_Q, W_K, W_V, b_Q, b_K, b_V)
+        return torch.addmm(bias, x, weight)
 
     @staticmethod
     def backward(ctx: FunctionCtx, grad: Tensor) -> tuple[Tensor, ...]:
@@ -92,10 +105,15 @@ def qkv_projection(
 ) -> Float[Tensor, "rows 3 head d_head"]:
     """``x W_Q[h] + b_Q[h]``, ``x W_K[h] + b_K[h]``, ``x W_V[h] + b_V[h]`` for every head
     ``h``, stacked as ``[rows, 3, head, d_head]``, from one matrix product (see
-    ``_QKVProjection``); under ``torch.func`` transforms (``grad``, ``vmap``, ``jvp``, ...),
-    :func:`qkv_formula` itself."""
+    ``_QKVProjection``; where autograd records nothing, the product alone); under
+    ``torch.func`` transforms (``grad``, ``vmap``, ``jvp``, ...), :func:`qkv_formula` itself."""
     if torch._C._are_functorch_transforms_active():
         return qkv_formula(x, W_Q, W_K, W_V, b_Q, b_K, b_V)
     n_heads, _, d_head = W_Q.shape
-    qkv: Tensor = _QKVProjection.apply(x, W_Q, W_K, W_V, b_Q, b_K, b_V)  # type: ignore[no-untyped-call]
+    inputs = (x, W_Q, W_K, W_V, b_Q, b_K, b_V)
+    if graph_needed(*inputs):
+        qkv: Tensor = _QKVProjection.apply(*inputs)  # type: ignore[no-untyped-call]
+    else:
+        weight, bias = side_by_side(W_Q, W_K, W_V, b_Q, b_K, b_V)
+        qkv = torch.addmm(bias, x, weight)
     return qkv.view(x.shape[0], 3, n_heads, d_head)

@@ -8,7 +8,7 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 from torch.autograd.function import FunctionCtx
 
-from tfs_attention._backward import formula_needed
+from tfs_attention._backward import formula_needed, graph_needed
 
 BLOCK = 32
 """Destinations per block (measured on a 2-core CPU at pos 128-1024: 16 to 32 fastest)."""
@@ -91,15 +91,46 @@ def _block_pattern(
     """``softmax(q[start:stop] k[:end]^T)`` with hidden sources at ``-inf``; a destination
     that sees no source at all gets a row of zeros. Tensors are ``[batch * head, pos, d]``."""
     scores = torch.bmm(q[:, start:stop], k[:, :end].transpose(1, 2))
-    if causal:
-        # Only the last (stop - start) sources lie after some destination of the block.
-        width = stop - start
+    width = stop - start
+    if causal and width > 1:
+        # Only the last (stop - start) sources lie after some destination of the block
+        # (none for a single destination, the last source it reads being its own).
         future = torch.ones(width, width, dtype=torch.bool, device=q.device).triu(1)
         scores[:, :, end - width :].masked_fill_(future, float("-inf"))
     if padding is None:
         return torch.softmax(scores, dim=-1)
     scores.masked_fill_(padding[:, :, :end], float("-inf"))
     return torch.softmax(scores, dim=-1).nan_to_num_(0.0)  # all hidden: 0/0
+
+
+def _padding(keep: Tensor | None, n_heads: int) -> Tensor | None:
+    """The hidden sources per ``[batch * head]`` row, ``[batch * head, 1, src]``."""
+    return None if keep is None else (~keep).repeat_interleave(n_heads, 0)[:, None, :]
+
+
+def _attend_blocks(
+    q3: Tensor, k3: Tensor, v3: Tensor, n_heads: int, causal: bool, padding: Tensor | None
+) -> Tensor:
+    """``z = A v`` block by block, ``[batch, head, dest, d_head]``. Every product is a plain
+    bmm over ``[batch * head, pos, d_head]``.
+
+    With several blocks, ``z`` is laid out ``[batch, dest, head, d_head]`` in memory (a
+    transposed view): the caller concatenates the heads per position, which is then a
+    view, not a copy. One block is the product itself, with no copy at all.
+    """
+    n_dest = q3.shape[1]
+    batch = q3.shape[0] // n_heads
+    blocks = _blocks(n_dest, k3.shape[1], causal)
+    if len(blocks) == 1:
+        _, _, end = blocks[0]
+        pattern = _block_pattern(q3, k3, 0, n_dest, end, causal, padding)
+        return torch.bmm(pattern, v3[:, :end]).view(batch, n_heads, n_dest, -1)
+    z = q3.new_empty(batch, n_dest, n_heads, v3.shape[-1])
+    for start, stop, end in blocks:
+        pattern = _block_pattern(q3, k3, start, stop, end, causal, padding)
+        block = torch.bmm(pattern, v3[:, :end])
+        z[:, start:stop] = block.view(batch, n_heads, stop - start, -1).transpose(1, 2)
+    return z.transpose(1, 2)
 
 
 class _SoftmaxAttention(torch.autograd.Function):
@@ -139,20 +170,11 @@ class _SoftmaxAttention(torch.autograd.Function):
         causal: bool,
         keep: Tensor | None,
     ) -> Tensor:
-        n_dest = q3.shape[1]
-        batch = q3.shape[0] // n_heads
-        # Every product is a plain bmm over [batch * head, pos, d_head].
-        padding = None if keep is None else (~keep).repeat_interleave(n_heads, 0)[:, None, :]
-        # z is laid out [batch, dest, head, d_head]: the caller concatenates the heads per
-        # position, which is then a view, not a copy.
-        z = q3.new_empty(batch, n_dest, n_heads, v3.shape[-1])
-        for start, stop, end in _blocks(n_dest, k3.shape[1], causal):
-            pattern = _block_pattern(q3, k3, start, stop, end, causal, padding)
-            block = torch.bmm(pattern, v3[:, :end])
-            z[:, start:stop] = block.view(batch, n_heads, stop - start, -1).transpose(1, 2)
+        padding = _padding(keep, n_heads)
+        z = _attend_blocks(q3, k3, v3, n_heads, causal, padding)
         ctx.causal, ctx.keep, ctx.padding = causal, keep, padding  # type: ignore[attr-defined]
         ctx.save_for_backward(q3, k3, v3, z)
-        return z.transpose(1, 2)
+        return z
 
     @staticmethod
     def backward(ctx: FunctionCtx, grad_z: Tensor) -> tuple[Tensor | None, ...]:
@@ -168,7 +190,7 @@ class _SoftmaxAttention(torch.autograd.Function):
                 return attention_pattern(q, k, causal=causal, attention_mask=keep) @ v
 
             return *torch.func.vjp(formula, q3, k3, v3)[1](grad_z), None, None, None
-        row_sums = (grad_z * z.transpose(1, 2)).sum(dim=-1, keepdim=True)
+        row_sums = (grad_z * z).sum(dim=-1, keepdim=True)
         grad_z3 = grad_z.reshape(batch * n_heads, n_dest, d_head)
         row_sums = row_sums.reshape(batch * n_heads, n_dest, 1)
         grad_q = torch.empty_like(q3)
@@ -200,12 +222,15 @@ def softmax_attention(
     sources after each destination, ``attention_mask`` (``True`` = may be attended to)
     hides sources such as padding; a destination that sees no source gets zeros. Computed
     in blocks with a written-out backward (``_SoftmaxAttention``), which never keeps the
-    pattern; under ``torch.func`` transforms (``grad``, ``vmap``, ``jvp``, ...), by the
-    formula itself.
+    pattern (where autograd records nothing, the same blocks without the Function); under
+    ``torch.func`` transforms (``grad``, ``vmap``, ``jvp``, ...), by the formula itself.
     """
     if torch._C._are_functorch_transforms_active():
         return attention_pattern(q, k, causal=causal, attention_mask=attention_mask) @ v
     batch, n_heads = q.shape[:2]
     q3, k3, v3 = (t.reshape(batch * n_heads, t.shape[2], t.shape[3]) for t in (q, k, v))
+    if not graph_needed(q3, k3, v3):
+        padding = _padding(attention_mask, n_heads)
+        return _attend_blocks(q3, k3, v3, n_heads, causal, padding)
     z: Tensor = _SoftmaxAttention.apply(q3, k3, v3, n_heads, causal, attention_mask)  # type: ignore[no-untyped-call]
     return z

@@ -1,4 +1,5 @@
-"""When a written-out backward pass must hand over to autograd on the plain formula.
+"""How an op with a written-out backward pass runs: through its autograd Function, as its
+forward computation alone, or as its plain formula differentiated by autograd.
 
 tfs-attention and tfs-mlp, which install independently, each carry this same file
 (tfs-decoder uses tfs-attention's); scripts/test_package_copies.py keeps the copies
@@ -26,3 +27,16 @@ def formula_needed(grad: Tensor) -> bool:
         or torch._C._are_functorch_transforms_active()
         or torch._C._functorch.is_legacy_batchedtensor(grad)
     )
+
+
+def graph_needed(*inputs: Tensor) -> bool:
+    """Whether autograd will record an op on ``inputs``: grad mode is on and an input
+    requires a gradient.
+
+    When it will not (``torch.no_grad()``, ``torch.inference_mode()``, inputs that need no
+    gradient), an op with a written-out backward calls its Function's forward computation
+    directly: the same operations in the same order, so the same result to the bit,
+    without the per-call cost of ``torch.autograd.Function.apply``, which dominates the
+    small steps of cached generation.
+    """
+    return torch.is_grad_enabled() and any(t.requires_grad for t in inputs)

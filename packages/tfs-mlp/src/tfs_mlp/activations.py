@@ -9,7 +9,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from tfs_mlp._backward import formula_needed
+from tfs_mlp._backward import formula_needed, graph_needed
 
 
 def gelu_formula(x: Float[Tensor, "*shape"]) -> Float[Tensor, "*shape"]:
@@ -32,6 +32,17 @@ def _gate(x: Tensor) -> Tensor:
     return x.square().mul_(_B).add_(_A).mul_(x).sigmoid_()
 
 
+def _gelu_forward(x: Tensor) -> Tensor:
+    """``x sigmoid(x (A + B x^2))``, chunk by chunk into one new tensor (a tensor of one
+    chunk directly)."""
+    if x.device.type != "cpu" or x.numel() <= _CPU_CHUNK:
+        return torch.mul(x, x).mul_(_B).add_(_A).mul_(x).sigmoid_().mul_(x)
+    y = x.new_empty(x.shape)  # contiguous, so its chunks are views
+    for xs, out in zip(_chunks(x), _chunks(y), strict=True):
+        torch.mul(xs, xs, out=out).mul_(_B).add_(_A).mul_(xs).sigmoid_().mul_(xs)
+    return y
+
+
 class _Gelu(torch.autograd.Function):
     """GELU with its derivative written out, so that backward needs only ``x``:
 
@@ -48,10 +59,7 @@ class _Gelu(torch.autograd.Function):
     @staticmethod
     def forward(ctx: torch.autograd.function.FunctionCtx, x: Tensor) -> Tensor:
         ctx.save_for_backward(x)
-        y = x.new_empty(x.shape)  # contiguous, so its chunks are views
-        for xs, out in zip(_chunks(x), _chunks(y), strict=True):
-            torch.mul(xs, xs, out=out).mul_(_B).add_(_A).mul_(xs).sigmoid_().mul_(xs)
-        return y
+        return _gelu_forward(x)
 
     @staticmethod
     def backward(ctx: torch.autograd.function.FunctionCtx, grad: Tensor) -> Tensor:
@@ -88,11 +96,14 @@ def gelu(x: Float[Tensor, "*shape"]) -> Float[Tensor, "*shape"]:
     Hendrycks and Gimpel (2016), "Gaussian Error Linear Units", section 2; this is the
     form GPT-2 uses (transformers calls it "gelu_new"). Computed as the equal
     ``x sigmoid(2 sqrt(2/pi) (x + 0.044715 x^3))`` with a written-out derivative, which
-    keeps only ``x`` for the backward pass (see ``_Gelu``). Under ``torch.func``
-    transforms (``grad``, ``vmap``, ``jvp``, ...) it is :func:`gelu_formula`.
+    keeps only ``x`` for the backward pass (see ``_Gelu``; where autograd records
+    nothing, its forward computation alone). Under ``torch.func`` transforms (``grad``,
+    ``vmap``, ``jvp``, ...) it is :func:`gelu_formula`.
     """
     if torch._C._are_functorch_transforms_active():
         return gelu_formula(x)
+    if not graph_needed(x):
+        return _gelu_forward(x)
     y: Tensor = _Gelu.apply(x)  # type: ignore[no-untyped-call]
     return y
 

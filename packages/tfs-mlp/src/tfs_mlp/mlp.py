@@ -6,6 +6,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
+from tfs_mlp._hook_point import HookPoint
 from tfs_mlp.activations import ACTIVATIONS
 
 
@@ -58,8 +59,8 @@ class MLP(nn.Module):
         self.W_out = nn.Parameter(torch.empty(d_mlp, d_model))
         self.b_out = nn.Parameter(torch.empty(d_model))
         # Hook points: identity modules for ordinary forward hooks (read or replace).
-        self.hook_pre = nn.Identity()  # [batch, pos, d_mlp], before the activation
-        self.hook_post = nn.Identity()  # [batch, pos, d_mlp], after it
+        self.hook_pre = HookPoint()  # [batch, pos, d_mlp], before the activation
+        self.hook_post = HookPoint()  # [batch, pos, d_mlp], after it
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
