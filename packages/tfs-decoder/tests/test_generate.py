@@ -535,11 +535,24 @@ def test_generation_runs_in_eval_mode_without_grad_and_restores_flags() -> None:
     model.eval()
     assert torch.equal(out, greedy_reference(model, prompt, 5, SMALL.n_ctx))
 
+    assert not out.is_inference()  # generated in inference mode, returned as a plain tensor
+
     # Restored also when generation fails midway (an out-of-vocabulary prompt id).
     model.train()
     with pytest.raises(ValueError, match=r"d_vocab=50\), got id 50"):
         model.generate(torch.tensor([[1, 50]]), 3)
     assert all(m.training for m in model.modules())
+
+
+def test_generated_tokens_can_be_trained_on() -> None:
+    """Generation runs in inference mode; what it returns still works where autograd
+    keeps its inputs for backward (an inference tensor would be refused there: the token
+    embedding keeps the ids)."""
+    model = build()
+    tokens = model.generate(prompt_for(2, 3), 4, temperature=0.0)
+    loss = F.cross_entropy(model(tokens)[:, :-1].flatten(0, 1), tokens[:, 1:].flatten())
+    (grad,) = torch.autograd.grad(loss, model.embed.W_E)
+    assert grad.abs().sum() > 0
 
 
 # ---------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from jaxtyping import Float
 from torch import Tensor, nn
 
 from tfs_attention import KVCache
+from tfs_attention._hook_point import HookPoint
 from tfs_decoder.layernorm import LayerNorm
 
 
@@ -54,11 +55,11 @@ class ResidualBlock(nn.Module):
         self.mlp = mlp
         self.dropout = dropout
         # Hook points on the residual stream and on what each sublayer writes to it.
-        self.hook_resid_pre = nn.Identity()
-        self.hook_attn_out = nn.Identity()
-        self.hook_resid_mid = nn.Identity()
-        self.hook_mlp_out = nn.Identity()
-        self.hook_resid_post = nn.Identity()
+        self.hook_resid_pre = HookPoint()
+        self.hook_attn_out = HookPoint()
+        self.hook_resid_mid = HookPoint()
+        self.hook_mlp_out = HookPoint()
+        self.hook_resid_post = HookPoint()
 
     def forward(
         self,
@@ -72,11 +73,11 @@ class ResidualBlock(nn.Module):
         attn_out: Tensor = self.hook_attn_out(
             self.attn(normalized) if kv_cache is None else self.attn(normalized, kv_cache=kv_cache)
         )
-        resid_mid = self.hook_resid_mid(
-            resid_pre + F.dropout(attn_out, self.dropout, self.training)
-        )
+        resid_mid = self.hook_resid_mid(resid_pre + self._dropout(attn_out))
         mlp_out: Tensor = self.hook_mlp_out(self.mlp(self.ln2(resid_mid)))
-        resid_post: Tensor = self.hook_resid_post(
-            resid_mid + F.dropout(mlp_out, self.dropout, self.training)
-        )
+        resid_post: Tensor = self.hook_resid_post(resid_mid + self._dropout(mlp_out))
         return resid_post
+
+    def _dropout(self, x: Tensor) -> Tensor:
+        """Dropout of a sublayer's output in training; ``x`` itself otherwise."""
+        return F.dropout(x, self.dropout) if self.training and self.dropout > 0 else x

@@ -11,6 +11,7 @@ from jaxtyping import Float, Int
 from torch import Tensor, nn
 
 from tfs_attention import KVCache, MultiHeadAttention
+from tfs_attention._hook_point import HookPoint
 from tfs_decoder import hooks
 from tfs_decoder.block import ResidualBlock
 from tfs_decoder.config import DecoderConfig
@@ -75,8 +76,8 @@ class Decoder(nn.Module):
             if c.positional == "learned"
             else SinusoidalPositionalEncoding(c.n_ctx, c.d_model)
         )
-        self.hook_embed = nn.Identity()
-        self.hook_pos_embed = nn.Identity()
+        self.hook_embed = HookPoint()
+        self.hook_pos_embed = HookPoint()
         self.blocks = nn.ModuleList(
             ResidualBlock(
                 c.d_model,
@@ -132,7 +133,8 @@ class Decoder(nn.Module):
         residual = self.hook_embed(self.embed(tokens)) + self.hook_pos_embed(
             self.pos_embed(tokens, offset)
         )
-        residual = F.dropout(residual, self.config.dropout, self.training)
+        if self.training and self.config.dropout > 0:
+            residual = F.dropout(residual, self.config.dropout)
         for i, block in enumerate(self.blocks):
             residual = block(residual, kv_cache=None if kv_cache is None else kv_cache[i])
         logits: Tensor = self.unembed(self.ln_final(residual))

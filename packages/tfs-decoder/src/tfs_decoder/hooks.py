@@ -1,7 +1,8 @@
 """Reading and editing activations through hook points, for interpretability.
 
 A hook point is any submodule whose own name starts with ``hook_`` (the packages use
-``nn.Identity`` modules), named by its path in the model, as in TransformerLens:
+identity modules, ``nn.Identity`` subclasses that skip the module call machinery while
+no hook is attached), named by its path in the model, as in TransformerLens:
 ``blocks.0.attn.hook_pattern``. Everything here is built on ordinary PyTorch forward
 hooks, attached for one forward and removed afterwards, also when it raises; so it works
 for any model assembled from the tfs packages, or with hook points of your own.

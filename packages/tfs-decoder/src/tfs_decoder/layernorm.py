@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 from torch.autograd.function import FunctionCtx
 
 # tfs-decoder depends on tfs-attention, released in lockstep: one copy serves both.
-from tfs_attention._backward import formula_needed
+from tfs_attention._backward import formula_needed, graph_needed
+from tfs_attention._hook_point import HookPoint
 
 
 def layer_norm_formula(
@@ -53,7 +56,7 @@ class LayerNorm(nn.Module):
         self.eps = eps
         self.w = nn.Parameter(torch.ones(d_model))
         self.b = nn.Parameter(torch.zeros(d_model))
-        self.hook_normalized = nn.Identity()  # the output, [..., d_model]
+        self.hook_normalized = HookPoint()  # the output, [..., d_model]
 
     def reset_parameters(self) -> None:
         nn.init.ones_(self.w)
@@ -71,6 +74,23 @@ class LayerNorm(nn.Module):
         return f"d_model={self.d_model}, eps={self.eps}"
 
 
+def _normalize(x: Tensor, w: Tensor, b: Tensor, eps: float) -> tuple[Tensor, Tensor, Tensor]:
+    """``y``, and the per-row ``total = sum(x)`` and ``r = 1 / sqrt(n var(x) + n eps)``
+    that backward needs (``n = d_model``, so ``rstd = sqrt(n) r``).
+
+    The constant factors ride on the ops' scalar arguments, ``x - total / n`` and
+    ``y = b + sqrt(n) (x - mean) r w``, so a row takes seven ops: at the few rows of a
+    generation step their count, not their size, sets the time.
+    """
+    n = x.shape[-1]
+    total = x.sum(dim=-1, keepdim=True)
+    centred = torch.sub(x, total, alpha=1.0 / n)
+    # n var = |x - mean|^2; the norm reads the row once and writes nothing.
+    norm = torch.linalg.vector_norm(centred, dim=-1, keepdim=True)
+    r = norm.square_().add_(n * eps).rsqrt_()
+    return torch.addcmul(b, centred.mul_(r), w, value=math.sqrt(n)), total, r
+
+
 class _LayerNorm(torch.autograd.Function):
     """:func:`layer_norm_formula` with its gradient written out (per row, ``n = d_model``)::
 
@@ -78,8 +98,9 @@ class _LayerNorm(torch.autograd.Function):
         dL/db = sum_rows g,   dL/dw = sum_rows g * xhat,   with g = dL/dy
         dL/dx = rstd * (gw - mean(gw) - xhat * mean(gw * xhat)),   gw = g * w
 
-    Kept for backward: the input ``x`` and the per-row ``mean`` and ``rstd`` (as
-    ``torch.nn.functional.layer_norm`` keeps them); ``xhat`` is rebuilt from them. The
+    Kept for backward: the input ``x`` and two numbers per row from which ``mean`` and
+    ``rstd`` follow (as ``torch.nn.functional.layer_norm`` keeps those two); ``xhat`` is
+    rebuilt from them. The
     per-row means are products with ``w`` (``mean(gw) = g . w / n``, ``mean(gw * xhat) =
     (g * xhat) . w / n``) and the rest works in place: fewer passes over the residual
     stream than the formula left to autograd, which also keeps the centred input and the
@@ -93,26 +114,22 @@ class _LayerNorm(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: FunctionCtx, x: Tensor, w: Tensor, b: Tensor, eps: float) -> Tensor:
-        mean = x.mean(dim=-1, keepdim=True)
-        xhat = x - mean
-        # var = |x - mean|^2 / n; the norm reads the row once and writes nothing.
-        norm = torch.linalg.vector_norm(xhat, dim=-1, keepdim=True)
-        rstd = norm.square_().div_(x.shape[-1]).add_(eps).rsqrt_()
-        xhat.mul_(rstd)
-        ctx.save_for_backward(x, w, b, mean, rstd)
+        y, total, r = _normalize(x, w, b, eps)
+        ctx.save_for_backward(x, w, b, total, r)
         ctx.eps = eps  # type: ignore[attr-defined]
-        return torch.addcmul(b, xhat, w)
+        return y
 
     @staticmethod
     def backward(ctx: FunctionCtx, grad: Tensor) -> tuple[Tensor | None, ...]:
-        x, w, b, mean, rstd = ctx.saved_tensors  # type: ignore[attr-defined]
+        x, w, b, total, r = ctx.saved_tensors  # type: ignore[attr-defined]
         if formula_needed(grad):
             eps: float = ctx.eps  # type: ignore[attr-defined]
             pullback = torch.func.vjp(lambda x, w, b: layer_norm_formula(x, w, b, eps), x, w, b)[1]
             return *pullback(grad), None
-        xhat = (x - mean).mul_(rstd)
-        rows = tuple(range(grad.ndim - 1))
         n = w.shape[0]
+        rstd = r * math.sqrt(n)
+        xhat = torch.sub(x, total, alpha=1.0 / n).mul_(rstd)
+        rows = tuple(range(grad.ndim - 1))
         buffer = grad * xhat  # becomes dL/dx below
         grad_w = buffer.sum(dim=rows)
         grad_b = grad.sum(dim=rows)
@@ -129,9 +146,12 @@ def layer_norm(
     b: Float[Tensor, " d_model"],
     eps: float,
 ) -> Float[Tensor, "*rows d_model"]:
-    """:func:`layer_norm_formula`, computed with the written-out backward of ``_LayerNorm``;
-    under ``torch.func`` transforms (``grad``, ``vmap``, ``jvp``, ...), the formula itself."""
+    """:func:`layer_norm_formula`, computed with the written-out backward of ``_LayerNorm``
+    (its forward computation alone where autograd records nothing); under ``torch.func``
+    transforms (``grad``, ``vmap``, ``jvp``, ...), the formula itself."""
     if torch._C._are_functorch_transforms_active():
         return layer_norm_formula(x, w, b, eps)
+    if not graph_needed(x, w, b):
+        return _normalize(x, w, b, eps)[0]
     y: Tensor = _LayerNorm.apply(x, w, b, eps)  # type: ignore[no-untyped-call]
     return y
