@@ -33,7 +33,8 @@ def _side_by_side(W_Q: Tensor, W_K: Tensor, W_V: Tensor) -> Tensor:
     """``[head, d_model, d_head]`` x 3 -> ``[d_model, 3 * head * d_head]``: column block
     ``(i, h)`` is head ``h`` of ``W_Q``, ``W_K``, ``W_V`` for ``i = 0, 1, 2``."""
     d_model = W_Q.shape[1]
-    return torch.stack([W_Q, W_K, W_V]).permute(2, 0, 1, 3).reshape(d_model, -1)
+    # One copy: stacking [d_model, head, d_head] views lays out [d_model, 3, head, d_head].
+    return torch.stack([W.transpose(0, 1) for W in (W_Q, W_K, W_V)], dim=1).view(d_model, -1)
 
 
 def side_by_side(
