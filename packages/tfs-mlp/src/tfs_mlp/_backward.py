@@ -22,11 +22,11 @@ def formula_needed(grad: Tensor) -> bool:
     ``jacobian(vectorize=True)``). The written-out passes work in place on fresh tensors,
     which neither allows.
     """
-    return (
-        torch.is_grad_enabled()
-        or torch._C._are_functorch_transforms_active()
-        or torch._C._functorch.is_legacy_batchedtensor(grad)
-    )
+    if torch.is_grad_enabled() or torch._C._are_functorch_transforms_active():
+        return True
+    # torch.compile cannot trace this check (a graph break at every op), and traces no
+    # legacy batched tensors.
+    return not torch.compiler.is_compiling() and torch._C._functorch.is_legacy_batchedtensor(grad)
 
 
 def graph_needed(*inputs: Tensor) -> bool:
