@@ -155,7 +155,7 @@ def shifted_cross_entropy(logits: Tensor, tokens: Tensor) -> Tensor:
     return F.cross_entropy(logits[:, :-1].flatten(0, 1), tokens[:, 1:].flatten())
 
 
-def _tfs(shape: Shape, backend: str) -> nn.Module:
+def _tfs(shape: Shape, backend: str) -> Decoder:
     return Decoder(
         DecoderConfig(
             d_vocab=shape.d_vocab,
@@ -293,6 +293,37 @@ class LossModule(nn.Module):
 
 # ---------------------------------------------------------------------------------------
 # Greedy generation, as each candidate does it.
+
+
+def generation_models(names: list[str], shape: Shape) -> dict[str, nn.Module | Exception]:
+    """One model per candidate for the generation timings, in eval mode. tfs's rows share
+    one ``Decoder`` (seed 0), and transformers' rows are its twin (``to_hf_gpt2``, the
+    same weights), so the rows must produce the same tokens; ``ref`` gets its own
+    weights (seed 0). A candidate that cannot be built maps to the error."""
+    from tfs_decoder import to_hf_gpt2
+
+    models: dict[str, nn.Module | Exception] = {}
+    tfs: Decoder | None = None
+    for name in names:
+        try:
+            torch.manual_seed(0)
+            if not name.startswith(("tfs", "hf")):
+                models[name] = CANDIDATES[name].build(shape).eval()
+                continue
+            if tfs is None:
+                tfs = _tfs(shape, "manual")
+            if name == "tfs":
+                model: nn.Module = tfs
+            elif name == "tfs-sdpa":
+                model = _tfs(shape, "sdpa")
+                model.load_state_dict(tfs.state_dict())
+            else:
+                model = to_hf_gpt2(tfs)
+                model.set_attn_implementation(name.removeprefix("hf-"))  # type: ignore[operator]
+            models[name] = model.eval()
+        except Exception as error:
+            models[name] = error
+    return models
 
 
 @torch.no_grad()

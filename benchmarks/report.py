@@ -120,9 +120,9 @@ def gen_table(s: Settings, gens: list[GenRow]) -> tuple[list[str], list[dict[str
         f"eval mode, the same widths with n_ctx {n_ctx}, {_precision(s.dtype)}; "
         f"medians of {plural(s.gen_repeats, 'alternating run')}. tfs: "
         "`Decoder.generate(temperature=0.0, use_cache=...)`; hf: `generate(do_sample=False, "
-        "min_new_tokens=max_new_tokens, use_cache=...)`; ref has no cache: a loop that runs "
-        "the whole sequence for every token. `vs tfs`: against tfs with the same cache "
-        "setting.",
+        "min_new_tokens=max_new_tokens, use_cache=...)` on the tfs model's twin "
+        "(`to_hf_gpt2`, the same weights); ref has no cache: a loop that runs the whole "
+        "sequence for every token. `vs tfs`: against tfs with the same cache setting.",
         "",
         "| candidate | tokens/s | seconds | vs tfs | notes |",
         "| --- | ---: | ---: | ---: | --- |",

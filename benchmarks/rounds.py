@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from candidates import CANDIDATES, Shape, generate_fn
+from candidates import CANDIDATES, Shape, generate_fn, generation_models
 from measure import Peak, Runner, autocast, first_line, sync
 
 PROMPT = 16
@@ -205,12 +205,13 @@ def run_generation(s: Settings, clock: Clock, log: Callable[[str], None]) -> lis
     prompt = prompt.to(s.device)
     rows: list[GenRow] = []
     fns: dict[int, Callable[[Tensor, int], Tensor]] = {}
-    for name in s.generate:
+    for name, built in generation_models(s.generate, gen_shape).items():
         candidate = CANDIDATES[name]
         modes = (True, False) if candidate.kv_cache else (False,)
         try:
-            torch.manual_seed(0)
-            model = candidate.build(gen_shape).to(s.device).eval()
+            if isinstance(built, Exception):
+                raise built
+            model = built.to(s.device)
         except Exception as error:
             rows += [GenRow(name, use_cache, error=first_line(error)) for use_cache in modes]
             log(f"  generate {name}: failed: {first_line(error)}")
