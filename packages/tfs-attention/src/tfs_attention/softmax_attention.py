@@ -194,16 +194,23 @@ class _SoftmaxAttention(torch.autograd.Function):
         grad_z3 = grad_z.reshape(batch * n_heads, n_dest, d_head)
         row_sums = row_sums.reshape(batch * n_heads, n_dest, 1)
         grad_q = torch.empty_like(q3)
-        grad_k = torch.zeros_like(k3)
-        grad_v = torch.zeros_like(v3)
-        for start, stop, end in _blocks(n_dest, k3.shape[1], causal):
+        grad_k: Tensor | None = None
+        grad_v: Tensor | None = None
+        # Last block first: it reads every source, so its products are grad_k and grad_v
+        # whole (no zero fill), and each earlier block adds to their leading rows.
+        for start, stop, end in reversed(_blocks(n_dest, k3.shape[1], causal)):
             pattern = _block_pattern(q3, k3, start, stop, end, causal, padding)
             grad_block = grad_z3[:, start:stop]
-            grad_v[:, :end] += torch.bmm(pattern.transpose(1, 2), grad_block)
+            block_v = torch.bmm(pattern.transpose(1, 2), grad_block)
             grad_scores = torch.bmm(grad_block, v3[:, :end].transpose(1, 2))
             grad_scores.sub_(row_sums[:, start:stop]).mul_(pattern)
             grad_q[:, start:stop] = torch.bmm(grad_scores, k3[:, :end])
-            grad_k[:, :end] += torch.bmm(grad_scores.transpose(1, 2), q3[:, start:stop])
+            block_k = torch.bmm(grad_scores.transpose(1, 2), q3[:, start:stop])
+            if grad_k is None or grad_v is None:
+                grad_k, grad_v = block_k, block_v
+            else:
+                grad_k[:, :end] += block_k
+                grad_v[:, :end] += block_v
         return grad_q, grad_k, grad_v, None, None, None
 
 
