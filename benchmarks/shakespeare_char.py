@@ -45,7 +45,7 @@ def main() -> None:
         weight_decay=0.1,
         val_fraction=0.1,
         eval_interval=250,
-        eval_steps=200,
+        eval_steps=40,  # nanoGPT's eval_iters=20 on each of its two splits: the same work
         checkpoint_interval=0,
         checkpoint_minutes=0.0,
         sample_tokens=300,
