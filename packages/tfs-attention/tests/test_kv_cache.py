@@ -208,6 +208,22 @@ def test_keep_computes_once_until_a_source_changes() -> None:
     assert len(calls) == 4
 
 
+def test_weights_made_in_inference_mode_are_laid_out_at_every_step() -> None:
+    """Inference tensors have no version counter to tell a changed weight by, so a cache
+    keeps nothing derived from them; generation with such a model still works."""
+    with torch.inference_mode():
+        attn = _attention()
+        x = torch.randn(1, 6, 12, generator=torch.Generator().manual_seed(6))
+        expected = attn(x)
+        got = _pieces(attn, x, [3, 4, 5])
+    torch.testing.assert_close(got, expected, atol=ATOL, rtol=RTOL)
+    cache = KVCache(max_pos=4)
+    calls: list[int] = []
+    for _ in range(2):
+        cache.keep("weights", [attn.W_Q], lambda: calls.append(1))
+    assert len(calls) == 2
+
+
 def test_a_cache_filled_in_inference_mode_goes_on_outside_it() -> None:
     """``Decoder.generate`` fills its caches under ``torch.inference_mode()``; a cache so
     filled can still be appended to outside it (an inference tensor cannot be written

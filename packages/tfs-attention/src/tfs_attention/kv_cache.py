@@ -93,8 +93,12 @@ class KVCache:
         A source has changed when it is another tensor (another storage, dtype or device)
         or was written in place since (its version counter moved: ``load_state_dict``,
         optimizer steps, in-place edits under ``torch.no_grad()``). Writes through
-        ``.data``, which autograd does not track either, are not seen.
+        ``.data``, which autograd does not track either, are not seen. An inference tensor
+        (made under ``torch.inference_mode()``) has no version counter, so with one among
+        ``sources`` nothing is kept: ``compute()`` runs at every call.
         """
+        if any(t.is_inference() for t in sources):
+            return compute()
         key = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in sources)
         kept = self._kept.get(name)
         if kept is not None and kept[0] == key:
