@@ -79,8 +79,8 @@ def _normalize(x: Tensor, w: Tensor, b: Tensor, eps: float) -> tuple[Tensor, Ten
     that backward needs (``n = d_model``, so ``rstd = sqrt(n) r``).
 
     The constant factors ride on the ops' scalar arguments, ``x - total / n`` and
-    ``y = b + sqrt(n) (x - mean) r w``, so a row takes seven ops: at the few rows of a
-    generation step their count, not their size, sets the time.
+    ``y = b + sqrt(n) (x - mean) r w``, so a call takes eight ops, not nine: at the few
+    rows of a generation step their count, not their size, sets the time.
     """
     n = x.shape[-1]
     total = x.sum(dim=-1, keepdim=True)
