@@ -172,7 +172,8 @@ def report(
         f"- precision: {_precision(s.dtype)}"
         + ("; `torch.set_float32_matmul_precision('high')`" if cuda else ""),
         "- step: forward, loss, backward, `torch.optim.AdamW(lr=1e-4, weight_decay=0.1)` "
-        "(default foreach) step, `zero_grad(set_to_none=True)`. Loss: mean cross-entropy of "
+        "step (torch's default implementation: foreach on CUDA, a loop over the tensors on "
+        "CPU), `zero_grad(set_to_none=True)`. Loss: mean cross-entropy of "
         "the next token over n_ctx - 1 positions (tfs: `tfs_decoder.next_token_loss`; "
         "others: `F.cross_entropy` on shifted logits). Compiled rows: `torch.compile` "
         "(default mode) of forward + loss; the optimizer step stays eager.",
