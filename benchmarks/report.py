@@ -172,9 +172,9 @@ def report(
         f"- precision: {_precision(s.dtype)}"
         + ("; `torch.set_float32_matmul_precision('high')`" if cuda else ""),
         "- step: forward, loss, backward, `torch.optim.AdamW(lr=1e-4, weight_decay=0.1)` "
-        "step (torch's default implementation: foreach on CUDA, a loop over the tensors on "
-        "CPU), `zero_grad(set_to_none=True)`. Loss: mean cross-entropy of "
-        "the next token over n_ctx - 1 positions (tfs: `tfs_decoder.next_token_loss`; "
+        "step (`fused=True`, as `tfs train` uses), `zero_grad(set_to_none=True)`. Loss: "
+        "mean cross-entropy of the next token over n_ctx - 1 positions (tfs: "
+        "`tfs_decoder.next_token_loss`; "
         "others: `F.cross_entropy` on shifted logits). Compiled rows: `torch.compile` "
         "(default mode) of forward + loss; the optimizer step stays eager.",
         f"- timing: {plural(s.warmup, 'warm-up step')} per row (compilation included), "

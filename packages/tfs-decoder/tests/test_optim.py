@@ -100,6 +100,7 @@ def test_build_optimizer_is_adamw_with_decoupled_decay_on_matrices() -> None:
     optimizer = build_optimizer(model, lr, wd)
     assert isinstance(optimizer, torch.optim.AdamW)
     assert all(group["betas"] == (0.9, 0.95) for group in optimizer.param_groups)
+    assert all(group["fused"] for group in optimizer.param_groups)  # one kernel on CPU
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     for p in model.parameters():
         p.grad = torch.zeros_like(p)
