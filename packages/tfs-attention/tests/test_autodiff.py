@@ -1,8 +1,9 @@
 """Second derivatives and torch.func transforms through attention.
 
-The QKV projection and the attention core have written-out backward passes for plain
-first-order gradients; where a gradient is differentiated again, or under ``torch.func``,
-their formulas (``qkv_formula``, ``attention_pattern(q, k) @ v``) run instead. The checks
+The attention core has a written-out backward pass for plain first-order gradients; where
+a gradient is differentiated again, or under ``torch.func``, its formula
+(``attention_pattern(q, k) @ v``) runs instead. The QKV projection is plain tensor
+operations, which autograd differentiates to any order. The checks
 (``check_autodiff`` in the repository's conftest.py) compare every transform with ordinary
 autograd in float64 at rtol 1e-9.
 """

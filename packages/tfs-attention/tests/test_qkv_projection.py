@@ -1,8 +1,8 @@
-"""qkv_projection (one product, written-out backward) against the per-head formula.
+"""qkv_projection (one product over the side-by-side weights) against the per-head formula.
 
 Reference: ``qkv_formula``, ``x W[h] + b[h]`` per head by einsum, differentiated by autograd.
-Tolerance: fp32 atol = rtol = 1e-5; float64 gradcheck for the hand-written backward. Every
-test runs at one and at two intra-op threads.
+Tolerance: fp32 atol = rtol = 1e-5; float64 gradcheck. Every test runs at one and at two
+intra-op threads.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from tfs_attention.qkv_projection import qkv_formula, qkv_projection
+from tfs_attention.qkv_projection import qkv_formula, qkv_projection, side_by_side
 
 pytestmark = pytest.mark.usefixtures("intra_op_threads")
 
@@ -43,10 +43,9 @@ def test_gradcheck_in_float64() -> None:
     assert torch.autograd.gradcheck(qkv_projection, tuple(parameters(torch.float64)))
 
 
-def test_only_the_input_and_the_parameters_are_kept() -> None:
-    """The side-by-side weight matrix is rebuilt in backward, not kept per layer; the
-    inputs themselves are kept, since a backward with ``create_graph=True`` differentiates
-    the formula from them."""
+def test_backward_keeps_the_input_and_the_side_by_side_weight() -> None:
+    """What autograd keeps for backward: ``x`` and the ``[d_model, 3 * head * d_head]``
+    weight (one weight-sized tensor per call), not a copy of the output."""
     inputs = parameters()
     saved: list[Tensor] = []
 
@@ -56,7 +55,11 @@ def test_only_the_input_and_the_parameters_are_kept() -> None:
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         qkv_projection(*inputs)
-    assert [id(t) for t in saved] == [id(t) for t in inputs]
+    x = inputs[0]
+    assert any(t is x for t in saved)
+    others = [t for t in saved if t is not x]
+    assert {tuple(t.shape) for t in others} == {(6, 3 * 3 * 4)}
+    torch.testing.assert_close(others[0], side_by_side(*inputs[1:])[0], rtol=0, atol=0)
 
 
 def test_equals_the_formula_where_threads_split_the_work(
