@@ -4,7 +4,8 @@ In one process it times the same training step (forward, next-token cross-entrop
 backward, AdamW step) for the same model shape with
 
 * ``tfs``: tfs_decoder's ``Decoder``, default from-scratch attention (``tfs-sdpa``: the same
-  with ``attention_backend="sdpa"``);
+  with ``attention_backend="sdpa"``; ``tfs-fused``: ``tfs-sdpa`` with ``nn.LayerNorm`` for
+  its LayerNorms, so only tfs's own code is left where torch has no fused kernel);
 * ``ref``: a reference GPT-2 decoder written below from ``nn.Embedding``, ``nn.LayerNorm``,
   ``nn.Linear`` (one fused QKV projection) and ``F.scaled_dot_product_attention``
   (``ref-manual``: the same with a masked softmax written out);

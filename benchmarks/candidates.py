@@ -3,9 +3,9 @@
 * :class:`Shape` and :data:`SHAPES`, the widths and batch every candidate gets alike;
 * :class:`RefDecoder`, the reference GPT-2 decoder written the usual fast way with torch's
   high-level layers (``ref``; ``ref-manual`` with the masked softmax written out);
-* :data:`CANDIDATES`: how to build ``tfs``, ``tfs-sdpa``, ``ref``, ``ref-manual``,
-  ``hf-sdpa`` and ``hf-eager``, take their logits and their loss, and the default lists
-  of rows; :class:`LossModule`, forward and loss as the one module that is compiled;
+* :data:`CANDIDATES`: how to build ``tfs``, ``tfs-sdpa``, ``tfs-fused``, ``ref``,
+  ``ref-manual``, ``hf-sdpa`` and ``hf-eager``, take their logits and their loss, and the
+  default lists of rows; :class:`LossModule`, forward and loss as the one module that is compiled;
 * :func:`generate_fn`, greedy generation for each candidate (``ref`` has no cache:
   :func:`naive_generate`).
 """
@@ -172,6 +172,19 @@ def _tfs(shape: Shape, backend: str) -> Decoder:
     )
 
 
+def _tfs_fused(shape: Shape) -> Decoder:
+    """tfs with torch's two fused kernels swapped in through its public seams:
+    ``nn.LayerNorm`` modules for its LayerNorms (a block takes any module) and
+    ``attention_backend="sdpa"``. Everything else is tfs's own, so the gap between this row
+    and ``tfs`` is what those two kernels are worth, and the gap to ``ref`` the rest."""
+    model = _tfs(shape, "sdpa")
+    for block in model.blocks:
+        block.ln1 = nn.LayerNorm(shape.d_model)
+        block.ln2 = nn.LayerNorm(shape.d_model)
+    model.ln_final = nn.LayerNorm(shape.d_model)
+    return model
+
+
 def _hf(shape: Shape, attn: str) -> nn.Module:
     from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -235,6 +248,14 @@ CANDIDATES = {
             'tfs_decoder.Decoder, attention_backend="sdpa"',
         ),
         Candidate(
+            "tfs-fused",
+            _tfs_fused,
+            _call,
+            next_token_loss,
+            True,
+            "tfs-sdpa with nn.LayerNorm for its LayerNorms: torch's two fused kernels",
+        ),
+        Candidate(
             "ref",
             lambda s: RefDecoder(s, manual=False),
             _call,
@@ -269,7 +290,7 @@ CANDIDATES = {
     )
 }
 DEFAULT_TRAIN = {
-    "cpu": ["tfs", "tfs-sdpa", "ref", "hf-sdpa", "hf-eager"],
+    "cpu": ["tfs", "tfs-sdpa", "tfs-fused", "ref", "hf-sdpa", "hf-eager"],
     "cuda": ["tfs", "tfs-sdpa", "ref", "ref-manual", "hf-sdpa", "hf-eager"],
 }
 # Compiled rows, in the order they are compiled (the time budget may cut the last ones):
@@ -307,7 +328,7 @@ def generation_models(names: list[str], shape: Shape) -> dict[str, nn.Module | E
     for name in names:
         try:
             torch.manual_seed(0)
-            if not name.startswith(("tfs", "hf")):
+            if name not in ("tfs", "tfs-sdpa") and not name.startswith("hf"):
                 models[name] = CANDIDATES[name].build(shape).eval()
                 continue
             if tfs is None:
