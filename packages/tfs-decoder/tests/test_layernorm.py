@@ -236,3 +236,27 @@ def test_equals_its_formula_where_threads_split_the_work(
         rtol=RTOL,
         atol=ATOL,
     )
+
+
+def test_backward_keeps_the_input_and_the_normalized_input() -> None:
+    """What autograd keeps: ``x`` itself (for a second-order backward), ``w``, ``b``,
+    ``xhat / sqrt(d_model)`` and one number per row, ``rstd / sqrt(d_model)``."""
+    ln = _make_ln(8)
+    x = (
+        3.0 * torch.randn(2, 5, 8, generator=torch.Generator().manual_seed(1)) + 1.0
+    ).requires_grad_()
+    saved: list[Tensor] = []
+
+    def pack(t: Tensor) -> Tensor:
+        saved.append(t)
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        ln(x)
+    assert saved[0] is x and saved[1] is ln.w and saved[2] is ln.b
+    xs, r = saved[3:]
+    x = x.detach()
+    centred = x - x.mean(-1, keepdim=True)
+    rstd = torch.rsqrt(centred.square().mean(-1, keepdim=True) + ln.eps)
+    torch.testing.assert_close(xs, centred * rstd / math.sqrt(8), atol=ATOL, rtol=RTOL)
+    torch.testing.assert_close(r, rstd / math.sqrt(8), atol=ATOL, rtol=RTOL)
