@@ -12,6 +12,7 @@ the repository root, including the smoke session's run against installed wheels)
   transforms of a module, the same checks for every package.
 * ``expect_failure``: a planted bug's report failed the check named, in the words given
   (each package's ``test_checks.py``).
+* ``saved_for_backward``: the tensors autograd keeps for backward while a call runs.
 
 torch is imported inside the functions: the scripts' tests run without it.
 """
@@ -208,6 +209,27 @@ def _expect_failure(report: Any, check: str, words: str) -> None:
     failed = report.failures
     assert check in failed, f"{check!r} did not fail\n{report}"
     assert words in failed[check], f"{check}: {failed[check]!r} does not say {words!r}"
+
+
+def _saved_for_backward(fn: Callable[..., Any], *args: Any) -> list[Tensor]:
+    """The tensors autograd keeps for backward while ``fn(*args)`` runs, in order."""
+    import torch
+
+    saved: list[Tensor] = []
+
+    def pack(t: Tensor) -> Tensor:
+        saved.append(t)
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn(*args)
+    return saved
+
+
+@pytest.fixture
+def saved_for_backward() -> Callable[..., list[Tensor]]:
+    """:func:`_saved_for_backward`, for the memory contracts of the fast ops."""
+    return _saved_for_backward
 
 
 @pytest.fixture

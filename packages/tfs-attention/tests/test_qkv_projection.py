@@ -43,18 +43,13 @@ def test_gradcheck_in_float64() -> None:
     assert torch.autograd.gradcheck(qkv_projection, tuple(parameters(torch.float64)))
 
 
-def test_backward_keeps_the_input_and_the_side_by_side_weight() -> None:
+def test_backward_keeps_the_input_and_the_side_by_side_weight(
+    saved_for_backward: Callable[..., list[Tensor]],
+) -> None:
     """What autograd keeps for backward: ``x`` and the ``[d_model, 3 * head * d_head]``
     weight (one weight-sized tensor per call), not a copy of the output."""
     inputs = parameters()
-    saved: list[Tensor] = []
-
-    def pack(t: Tensor) -> Tensor:
-        saved.append(t)
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        qkv_projection(*inputs)
+    saved = saved_for_backward(qkv_projection, *inputs)
     x = inputs[0]
     assert any(t is x for t in saved)
     others = [t for t in saved if t is not x]

@@ -238,22 +238,16 @@ def test_equals_its_formula_where_threads_split_the_work(
     )
 
 
-def test_backward_keeps_the_input_and_the_normalized_input() -> None:
+def test_backward_keeps_the_input_and_the_normalized_input(
+    saved_for_backward: Callable[..., list[Tensor]],
+) -> None:
     """What autograd keeps: ``x`` itself (for a second-order backward), ``w``, ``b``,
     ``xhat / sqrt(d_model)`` and one number per row, ``rstd / sqrt(d_model)``."""
     ln = _make_ln(8)
-    x = (
-        3.0 * torch.randn(2, 5, 8, generator=torch.Generator().manual_seed(1)) + 1.0
-    ).requires_grad_()
-    saved: list[Tensor] = []
-
-    def pack(t: Tensor) -> Tensor:
-        saved.append(t)
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        ln(x)
-    assert saved[0] is x and saved[1] is ln.w and saved[2] is ln.b
+    x = 3.0 * torch.randn(2, 5, 8, generator=torch.Generator().manual_seed(1)) + 1.0
+    x.requires_grad_()
+    saved = saved_for_backward(ln, x)
+    assert [t is p for t, p in zip(saved, (x, ln.w, ln.b), strict=False)] == [True] * 3
     xs, r = saved[3:]
     x = x.detach()
     centred = x - x.mean(-1, keepdim=True)
