@@ -238,19 +238,20 @@ def test_equals_its_formula_where_threads_split_the_work(
     )
 
 
-def test_backward_keeps_the_input_and_the_normalized_input(
+def test_backward_keeps_the_input_and_two_numbers_per_row(
     saved_for_backward: Callable[..., list[Tensor]],
 ) -> None:
-    """What autograd keeps: ``x`` itself (for a second-order backward), ``w``, ``b``,
-    ``xhat / sqrt(d_model)`` and one number per row, ``rstd / sqrt(d_model)``."""
+    """What autograd keeps: ``x`` itself (backward rebuilds ``xhat`` from it, and a
+    second-order backward differentiates the formula at it), ``w``, ``b``, and per row
+    ``sum(x)`` and ``r = rstd / sqrt(d_model)``: no other ``[rows, d_model]`` tensor."""
     ln = _make_ln(8)
     x = 3.0 * torch.randn(2, 5, 8, generator=torch.Generator().manual_seed(1)) + 1.0
     x.requires_grad_()
     saved = saved_for_backward(ln, x)
     assert [t is p for t, p in zip(saved, (x, ln.w, ln.b), strict=False)] == [True] * 3
-    xs, r = saved[3:]
+    total, r = saved[3:]
     x = x.detach()
     centred = x - x.mean(-1, keepdim=True)
     rstd = torch.rsqrt(centred.square().mean(-1, keepdim=True) + ln.eps)
-    torch.testing.assert_close(xs, centred * rstd / math.sqrt(8), atol=ATOL, rtol=RTOL)
+    torch.testing.assert_close(total, x.sum(-1, keepdim=True), atol=ATOL, rtol=RTOL)
     torch.testing.assert_close(r, rstd / math.sqrt(8), atol=ATOL, rtol=RTOL)

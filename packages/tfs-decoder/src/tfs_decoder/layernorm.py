@@ -75,20 +75,20 @@ class LayerNorm(nn.Module):
 
 
 def _normalize(x: Tensor, w: Tensor, b: Tensor, eps: float) -> tuple[Tensor, Tensor, Tensor]:
-    """``y``, and what backward needs: ``xs = xhat / sqrt(n)`` and the per-row
-    ``r = 1 / sqrt(n var(x) + n eps)`` (``n = d_model``, so ``rstd = sqrt(n) r``).
+    """``y``, and the per-row ``total = sum(x)`` and ``r = 1 / sqrt(n var(x) + n eps)``
+    that backward needs (``n = d_model``, so ``rstd = sqrt(n) r``).
 
-    The constant factors ride on the ops' scalar arguments, ``x - sum(x) / n`` and
-    ``y = b + sqrt(n) xs w``, so a call takes eight ops, not nine: at the few rows of a
-    generation step their count, not their size, sets the time.
+    The constant factors ride on the ops' scalar arguments, ``x - total / n`` and
+    ``y = b + sqrt(n) (x - mean) r w``, so a call takes eight ops, not nine: at the few
+    rows of a generation step their count, not their size, sets the time.
     """
     n = x.shape[-1]
-    centred = torch.sub(x, x.sum(dim=-1, keepdim=True), alpha=1.0 / n)
+    total = x.sum(dim=-1, keepdim=True)
+    centred = torch.sub(x, total, alpha=1.0 / n)
     # n var = |x - mean|^2; the norm reads the row once and writes nothing.
     norm = torch.linalg.vector_norm(centred, dim=-1, keepdim=True)
     r = norm.square_().add_(n * eps).rsqrt_()
-    xs = centred.mul_(r)
-    return torch.addcmul(b, xs, w, value=math.sqrt(n)), xs, r
+    return torch.addcmul(b, centred.mul_(r), w, value=math.sqrt(n)), total, r
 
 
 class _LayerNorm(torch.autograd.Function):
@@ -98,15 +98,13 @@ class _LayerNorm(torch.autograd.Function):
         dL/db = sum_rows g,   dL/dw = sum_rows g * xhat,   with g = dL/dy
         dL/dx = rstd * (gw - mean(gw) - xhat * mean(gw * xhat)),   gw = g * w
 
-    Kept for backward: the normalized input, as ``xs = xhat / sqrt(n)``, and ``r =
-    rstd / sqrt(n)`` per row, so backward reads ``xhat`` instead of rebuilding it; and the
-    input ``x``, for the second-order path below. That is one ``[rows, d_model]`` tensor
-    more than ``torch.nn.functional.layer_norm`` keeps (``x`` and two numbers per row).
-    Rebuilding ``xhat`` from ``x`` in backward instead saved that memory but cost 5-6% of
-    a training step on a CPU at every bench shape: its two passes, and above all a fresh
-    tensor per call, whose pages the allocator had handed back to the system. The
-    per-row means are products with ``w`` (``mean(gw) = g . w / n``, ``xhat mean(gw *
-    xhat) = xs ((g * xs) . w)``) and the rest works in place.
+    Kept for backward: the input ``x`` and two numbers per row from which ``mean`` and
+    ``rstd`` follow (as ``torch.nn.functional.layer_norm`` keeps those two); ``xhat`` is
+    rebuilt from them. The
+    per-row means are products with ``w`` (``mean(gw) = g . w / n``, ``mean(gw * xhat) =
+    (g * xhat) . w / n``) and the rest works in place: fewer passes over the residual
+    stream than the formula left to autograd, which also keeps the centred input and the
+    variance.
 
     When the gradient is itself to be differentiated (``create_graph=True``: grad mode is
     on in ``backward``), or under a ``torch.func`` transform of the backward pass,
@@ -116,27 +114,29 @@ class _LayerNorm(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: FunctionCtx, x: Tensor, w: Tensor, b: Tensor, eps: float) -> Tensor:
-        y, xs, r = _normalize(x, w, b, eps)
-        ctx.save_for_backward(x, w, b, xs, r)
+        y, total, r = _normalize(x, w, b, eps)
+        ctx.save_for_backward(x, w, b, total, r)
         ctx.eps = eps  # type: ignore[attr-defined]
         return y
 
     @staticmethod
     def backward(ctx: FunctionCtx, grad: Tensor) -> tuple[Tensor | None, ...]:
-        x, w, b, xs, r = ctx.saved_tensors  # type: ignore[attr-defined]
+        x, w, b, total, r = ctx.saved_tensors  # type: ignore[attr-defined]
         if formula_needed(grad):
             eps: float = ctx.eps  # type: ignore[attr-defined]
             pullback = torch.func.vjp(lambda x, w, b: layer_norm_formula(x, w, b, eps), x, w, b)[1]
             return *pullback(grad), None
         n = w.shape[0]
+        rstd = r * math.sqrt(n)
+        xhat = torch.sub(x, total, alpha=1.0 / n).mul_(rstd)
         rows = tuple(range(grad.ndim - 1))
-        buffer = grad * xs  # becomes dL/dx below
-        grad_w = buffer.sum(dim=rows).mul_(math.sqrt(n))
+        buffer = grad * xhat  # becomes dL/dx below
+        grad_w = buffer.sum(dim=rows)
         grad_b = grad.sum(dim=rows)
-        gw_xs = (buffer @ w).unsqueeze(-1)  # (g xs) . w; xs times it is xhat mean(gw xhat)
-        mean_gw = (grad @ w).unsqueeze(-1).div_(n)
+        mean_gw_xhat = (buffer @ w).unsqueeze(-1) / n
+        mean_gw = (grad @ w).unsqueeze(-1) / n
         grad_x = torch.mul(grad, w, out=buffer)
-        grad_x.sub_(mean_gw).addcmul_(xs, gw_xs, value=-1.0).mul_(r * math.sqrt(n))
+        grad_x.sub_(mean_gw).addcmul_(xhat, mean_gw_xhat, value=-1.0).mul_(rstd)
         return grad_x, grad_w, grad_b, None
 
 
