@@ -211,6 +211,46 @@ def _expect_failure(report: Any, check: str, words: str) -> None:
     assert words in failed[check], f"{check}: {failed[check]!r} does not say {words!r}"
 
 
+def _computing(base: Any, formula: Any) -> Any:
+    """A class built as ``base`` (tfs's, so with its parameters) whose forward computes
+    ``formula`` under its own weights; for a function ``base``, a function."""
+    if not isinstance(base, type):
+        return lambda *inputs: formula({})(*inputs)
+
+    def forward(self: Any, *inputs: Tensor) -> Tensor:
+        return formula(dict(self.named_parameters()))(*inputs)  # type: ignore[no-any-return]
+
+    return type(formula.__name__, (base,), {"forward": forward})
+
+
+def _expect_mistake_named(check: Callable[..., Any], base: Any, mistake: Any) -> None:
+    """A mistake of a catalogue (``tfs_*.checks``), computed by a class or function built as
+    tfs's ``base``: its check names it on the first line after the header."""
+    report = check(_computing(base, mistake), learning=False)
+    assert report.mistake is mistake, str(report)
+    assert str(report).splitlines()[1] == f"MISTAKE  {mistake.says}; {mistake.fix}"
+    assert not report.ok
+
+
+def _expect_told_apart(catalogue: Any) -> None:
+    """Every mistake of ``catalogue`` differs, on some probe, from tfs's formula and from
+    every other mistake by more than the catalogue's tolerance, so a match names one."""
+    import torch
+
+    formulas = [catalogue.correct, *catalogue.mistakes]
+    outputs = {f: catalogue.outputs(f) for f in formulas}
+    for i, first in enumerate(formulas):
+        for second in formulas[i + 1 :]:
+            gaps = [
+                float((a.double() - b.double()).abs().nan_to_num(torch.inf).max())
+                if a.shape == b.shape
+                else torch.inf
+                for a, b in zip(outputs[first], outputs[second], strict=True)
+            ]
+            scale = max(1.0, *(float(b.abs().nan_to_num(0).max()) for b in outputs[second]))
+            assert max(gaps) > 10 * catalogue.tolerance * scale, (first, second, gaps)
+
+
 def _saved_for_backward(fn: Callable[..., Any], *args: Any) -> list[Tensor]:
     """The tensors autograd keeps for backward while ``fn(*args)`` runs, in order."""
     import torch
@@ -242,3 +282,15 @@ def expect_failure() -> Callable[..., None]:
 def float64_params() -> Callable[..., dict[str, Tensor]]:
     """:func:`_float64_params`, for the tests of any package."""
     return _float64_params
+
+
+@pytest.fixture
+def expect_mistake_named() -> Callable[..., None]:
+    """:func:`_expect_mistake_named`, for the mistake catalogues of every package."""
+    return _expect_mistake_named
+
+
+@pytest.fixture
+def expect_told_apart() -> Callable[..., None]:
+    """:func:`_expect_told_apart`, for the mistake catalogues of every package."""
+    return _expect_told_apart

@@ -61,21 +61,22 @@ def _planted(**bugs: Any) -> type[PlainAttention]:
 
 
 PLANTED = [
-    # (bug, switches, the check that must fail, words its message must contain)
-    ("leaky mask", {"mask_diagonal": 2}, "causal mask", "future positions leak into the past"),
-    ("mask hides the diagonal", {"mask_diagonal": 0}, "causal mask", "must attend to itself"),
-    ("softmax over destinations", {"softmax_dim": -2}, "softmax axis", "over source positions"),
-    ("divides by d_head", {"scale": "d_head"}, "scale", "4.0x too small"),
-    ("no b_O", {"no_b_O": True}, "every weight and bias used", "the bias b_O is never used"),
-    ("no b_V", {"no_b_V": True}, "every weight and bias used", "the bias b_V is never used"),
-    ("keys and values swapped", {"swap_kv": True}, "keys and values", "values from W_V"),
+    # (bug, switches, the check that must fail, words its message must contain, the
+    # mistake named first, if one of the catalogue's)
+    ("leaky mask", {"mask_diagonal": 2}, "causal mask", "leak into the past", "off by one"),
+    ("mask hides the diagonal", {"mask_diagonal": 0}, "causal mask", "attend to itself", None),
+    ("softmax over destinations", {"softmax_dim": -2}, "softmax axis", "over source", "(dim=-2)"),
+    ("divides by d_head", {"scale": "d_head"}, "scale", "4.0x too small", "divided by d_head"),
+    ("no b_O", {"no_b_O": True}, "every weight and bias used", "b_O is never used", "b_O is"),
+    ("no b_V", {"no_b_V": True}, "every weight and bias used", "b_V is never used", "b_V is"),
+    ("keys and values swapped", {"swap_kv": True}, "values and heads", "from W_V", "swapped"),
 ]
 
 
 def test_tfs_attention_passes_every_check() -> None:
     report = check_attention(MultiHeadAttention)
     assert report.ok, str(report)
-    assert len(report.results) == 11
+    assert len(report.results) == 12
 
 
 def test_the_plain_attention_passes_every_check() -> None:
@@ -85,13 +86,22 @@ def test_the_plain_attention_passes_every_check() -> None:
 
 
 @pytest.mark.parametrize(
-    ("bug", "switches", "check", "words"), PLANTED, ids=[p[0] for p in PLANTED]
+    ("bug", "switches", "check", "words", "named"), PLANTED, ids=[p[0] for p in PLANTED]
 )
 def test_planted_bug_fails_the_check_that_names_it(
-    bug: str, switches: dict[str, Any], check: str, words: str, expect_failure: Callable[..., None]
+    bug: str,
+    switches: dict[str, Any],
+    check: str,
+    words: str,
+    named: str | None,
+    expect_failure: Callable[..., None],
 ) -> None:
     report = check_attention(_planted(**switches), learning=False)
     expect_failure(report, check, words)
+    second = str(report).splitlines()[1]
+    assert (named is not None and second.startswith("MISTAKE") and named in second) or (
+        named is None and report.mistake is None
+    ), str(report)
 
 
 def test_check_attention_leaves_the_global_generator_alone() -> None:

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tfs_attention._checking import (
+    Catalogue,
     Check,
     CheckFailed,
     CheckResult,
@@ -36,6 +37,7 @@ from tfs_attention._checking import (
     run_checks,
 )
 from tfs_attention.attention import MultiHeadAttention
+from tfs_attention.mistakes import MISTAKES, Attention
 
 __all__ = ["CheckResult", "Report", "check_attention", "fetch_accuracy"]
 
@@ -91,6 +93,30 @@ def _same_as_tfs(subject: Subject) -> None:
     weights, x = _weights(), _x()
     got = _run(subject.load(subject.build(), weights), x)
     check_same(got, _reference(weights)(x), TOLERANCE)
+
+
+def _values_and_heads(subject: Subject) -> None:
+    """At one position each head's pattern is ``[[1]]``, whatever the scores, mask or
+    softmax axis: the output is ``sum_h (x W_V[h] + b_V[h]) W_O[h] + b_O``."""
+    weights, x = _weights(), _x()[:, :1]
+    with torch.no_grad():
+        got = _run(subject.load(subject.build(), weights), x)
+    expect_shape(got, x.shape, "output for one position")
+    if not bool(got.isfinite().all()):
+        raise CheckFailed(
+            "with one position the output is not finite — a position must attend at least "
+            "to itself (hide only sources after the destination)"
+        )
+    v = torch.einsum("bpm,hmd->bhpd", x, weights["W_V"]) + weights["b_V"][:, None]
+    want = torch.einsum("bhpd,hdm->bpm", v, weights["W_O"]) + weights["b_O"]
+    difference = max_difference(got, want, "output")
+    if not difference <= TOLERANCE:
+        raise CheckFailed(
+            f"with one position each head can attend only to it, so the output should be "
+            f"sum_h (x W_V[h] + b_V[h]) W_O[h] + b_O; off by {difference:.3g} — values come "
+            f"from W_V and b_V, each head's z goes through its own W_O[h], the heads are "
+            f"summed and b_O is added once"
+        )
 
 
 def _changed_positions(module: nn.Module, x: Tensor, source: int) -> Tensor:
@@ -166,6 +192,12 @@ def _scale(subject: Subject) -> None:
         )
     measured = math.log(weight / (1.0 - weight)) / a
     expected = 1.0 / math.sqrt(D_HEAD)
+    if not measured > 1e-3 * expected:
+        raise CheckFailed(
+            f"a source whose key matches the query got weight {weight:.4g} against one "
+            f"whose key does not, so the scores do not follow q_dest . k_src — score "
+            f"scores[dest, src] = q_dest . k_src / sqrt(d_head): q @ k^T, not k @ q^T"
+        )
     if abs(measured / expected - 1.0) > 1e-3:
         guess = {1.0 / D_HEAD: "d_head", 1.0 / math.sqrt(D_MODEL): "sqrt(d_model)", 1.0: "1"}
         named = [
@@ -290,15 +322,27 @@ def _learning(subject: Subject) -> None:
 CHECKS: list[tuple[str, Check]] = [
     ("shapes and dtypes", _shapes),
     ("same as tfs", _same_as_tfs),
+    ("values and heads", _values_and_heads),
     ("causal mask", _causal_mask),
     ("causal=False", _not_causal),
-    ("scale", _scale),
     ("softmax axis", _softmax_axis),
+    ("scale", _scale),
     ("keys and values", _keys_and_values),
     ("every weight and bias used", _every_parameter_used),
     ("gradients", _gradients),
 ]
 LEARNING: list[tuple[str, Check]] = [("learning: moving information", _learning)]
+# Each probe reads its concept through the others: a failure there would name the wrong one.
+NEEDS = {
+    "softmax axis": ["values and heads"],
+    "scale": ["values and heads", "causal mask", "softmax axis"],
+    "keys and values": ["values and heads", "causal mask", "softmax axis"],
+}
+CATALOGUE = Catalogue(
+    correct=Attention,
+    mistakes=MISTAKES,
+    probes=lambda: [(_weights(seed), (_x(seed + 1),)) for seed in (0, 2)],
+)
 
 
 def check_attention(cls: Callable[..., nn.Module], *, learning: bool = True) -> Report:
@@ -313,4 +357,5 @@ def check_attention(cls: Callable[..., nn.Module], *, learning: bool = True) -> 
     used; gradients equal to tfs's; and, unless ``learning=False``, the learning check: a
     layer that must move a value between positions learns to (about 1 s).
     """
-    return run_checks("attention", cls, CONTRACT, CHECKS + (LEARNING if learning else []))
+    checks = CHECKS + (LEARNING if learning else [])
+    return run_checks("attention", cls, CONTRACT, checks, needs=NEEDS, catalogue=CATALOGUE)

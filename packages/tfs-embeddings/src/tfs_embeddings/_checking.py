@@ -14,12 +14,12 @@ import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
-MARKS = {"pass": "PASS", "fail": "FAIL", "todo": "TODO", "not run": "SKIP"}
+MARKS = {"pass": "PASS", "fail": "FAIL", "todo": "TODO", "not run": "SKIP", "error": "ERROR"}
 
 
 class CheckFailed(Exception):
@@ -30,18 +30,75 @@ class NotRun(Exception):
     """Raised by a check that cannot run on this class; the message says why."""
 
 
+class Unmet(Exception):
+    """Raised by a check whose evidence would mislead because the checks it names failed."""
+
+    def __init__(self, *depends: str) -> None:
+        super().__init__(", ".join(depends))
+        self.depends = depends
+
+
+class LearnerError(Exception):
+    """The checked class's own code raised ``error`` (its constructor or forward)."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 @dataclass(frozen=True)
 class CheckResult:
     """One check: its name, ``status`` (``"pass"``, ``"fail"``, ``"todo"`` for code that
-    still raises ``NotImplementedError``, ``"not run"``) and, unless it passed, why."""
+    still raises ``NotImplementedError``, ``"not run"``, ``"error"`` for a bug in the
+    check itself) and, unless it passed, why. ``depends`` names the failed checks that
+    kept it from running."""
 
     name: str
     status: str
     message: str = ""
+    depends: tuple[str, ...] = ()
 
     def __str__(self) -> str:
         line = f"{MARKS[self.status]}  {self.name}"
+        if self.depends:
+            return f"{line} (depends on: {', '.join(self.depends)})"
         return f"{line}: {self.message}" if self.message else line
+
+
+class Formula:
+    """A component's formula in plain tensor steps, built from tfs's weights and called
+    with the inputs its module takes: ``Formula(weights)(x)``. A known mistake subclasses
+    it and overrides one step; ``says`` names the mistake and ``fix`` gives the right
+    formula, as a report's MISTAKE line shows them."""
+
+    says: ClassVar[str] = ""
+    fix: ClassVar[str] = ""
+
+    def __init__(self, weights: Mapping[str, Tensor]) -> None:
+        self.w = dict(weights)
+
+    def __call__(self, *inputs: Tensor) -> Tensor:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    """Known mistakes of one component and the probes that tell them apart.
+
+    ``probes()`` gives ``(weights, inputs)`` pairs; a mistake is named when, on every
+    probe, the checked class under those weights computes what the mistake's formula
+    computes (within ``tolerance``, relative to the output's size) and not what
+    ``correct`` computes.
+    """
+
+    correct: type[Formula]
+    mistakes: Sequence[type[Formula]]
+    probes: Callable[[], Sequence[tuple[Mapping[str, Tensor], tuple[Tensor, ...]]]]
+    tolerance: float = 1e-4
+
+    def outputs(self, formula: type[Formula]) -> list[Tensor]:
+        with torch.no_grad():
+            return [formula(weights)(*inputs) for weights, inputs in self.probes()]
 
 
 @dataclass
@@ -57,6 +114,7 @@ class Report:
     target: str
     results: list[CheckResult] = field(default_factory=list)
     construction_error: str | None = None
+    mistake: type[Formula] | None = None
 
     @property
     def ok(self) -> bool:
@@ -72,7 +130,8 @@ class Report:
         if self.construction_error is not None:
             return f"{head}: could not build it\n{self.construction_error}"
         passed = sum(r.status == "pass" for r in self.results)
-        lines = [head, *(str(r) for r in self.results)]
+        named = [f"MISTAKE  {self.mistake.says}; {self.mistake.fix}"] if self.mistake else []
+        lines = [head, *named, *(str(r) for r in self.results)]
         lines.append(f"{passed} of {len(self.results)} checks passed")
         return "\n".join(lines)
 
@@ -103,15 +162,28 @@ class Subject:
         self.contract = contract
         self.file = _source_file(cls)
         self.named_as_tfs = False
+        self.raised: dict[tuple[object, ...], str] = {}  # an error of theirs -> where seen first
 
     def build(self, **overrides: Any) -> nn.Module:
-        """A fresh instance from the contract's keywords (with ``overrides``), seeded."""
+        """A fresh instance from the contract's keywords (with ``overrides``), seeded. An
+        exception from the class's own code (constructor or forward) comes out as a
+        :class:`LearnerError`."""
         assert self.contract is not None, "a function target is called, not built"
         torch.manual_seed(0)
-        module = self.cls(**{**self.contract.kwargs(), **overrides})
+        module = self.call(**{**self.contract.kwargs(), **overrides})
         if not isinstance(module, nn.Module):
             raise CheckFailed(f"construction: expected an nn.Module, got {type(module).__name__}")
+        forward = module.forward
+
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            return _theirs(forward, *args, **kwargs)
+
+        module.forward = guarded
         return module
+
+    def call(self, *args: Any, **kwargs: Any) -> Any:
+        """``cls(*args, **kwargs)``, its exceptions wrapped as :class:`LearnerError`."""
+        return _theirs(self.cls, *args, **kwargs)
 
     def load(self, module: nn.Module, weights: Mapping[str, Tensor]) -> nn.Module:
         """Copy ``weights`` into the parameters of the same names; not run without them."""
@@ -124,10 +196,22 @@ class Subject:
         return module
 
 
+def _theirs(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    try:
+        return fn(*args, **kwargs)
+    except (NotImplementedError, LearnerError, CheckFailed, NotRun, Unmet):
+        raise
+    except Exception as error:
+        raise LearnerError(error) from error
+
+
 def output(value: object, what: str = "forward") -> Tensor:
-    """``value`` if it is a tensor, else a failed check that says what came back."""
+    """``value`` if it is a floating-point tensor, else a failed check that says what came
+    back."""
     if not isinstance(value, Tensor):
         raise CheckFailed(f"{what}: expected a torch.Tensor, got {type(value).__name__}")
+    if not value.is_floating_point():
+        raise CheckFailed(f"{what}: expected a floating-point tensor, got {value.dtype}")
     return value
 
 
@@ -235,7 +319,8 @@ def check_gradients(
 ) -> None:
     """Backpropagate ``sum(module(x) * direction)`` for a fixed random ``direction``: every
     parameter (and ``x`` when it is floating point) must get a gradient, equal to the
-    gradient through tfs's module (``make_reference()`` with ``weights`` loaded)."""
+    gradient through tfs's module (``make_reference()`` with ``weights`` loaded). The
+    gradients are compared only when the outputs agree: else the forward is to blame."""
     module = module_for_probes(subject, weights)
     inputs = [x.detach().clone() for _ in range(2)]
     if x.is_floating_point():
@@ -246,7 +331,8 @@ def check_gradients(
     got = output(module(inputs[0]))
     expect_shape(got, want.shape, "output")
     direction = torch.randn(want.shape, generator=torch.Generator().manual_seed(3))
-    torch.autograd.backward((got * direction).sum())
+    if got.requires_grad:
+        torch.autograd.backward((got * direction).sum())
     missing = [name for name, p in module.named_parameters() if p.grad is None]
     if x.is_floating_point() and inputs[0].grad is None:
         missing.append("the input")
@@ -257,6 +343,8 @@ def check_gradients(
         )
     if not subject.named_as_tfs:
         return
+    if not max_difference(got, want, "output") <= tolerance:
+        raise Unmet("same as tfs")
     torch.autograd.backward((want * direction).sum())
     pairs = [
         (name, module.get_parameter(name).grad, p.grad) for name, p in reference.named_parameters()
@@ -300,47 +388,126 @@ def run_checks(
     cls: Callable[..., Any],
     contract: Contract | None,
     checks: Sequence[tuple[str, Check]],
+    *,
+    needs: Mapping[str, Sequence[str]] | None = None,
+    catalogue: Catalogue | None = None,
 ) -> Report:
     """Build ``cls`` as the contract says, then run ``parameters`` and each check in order.
 
     With ``contract=None`` the target is a function the checks call themselves (a loss):
-    nothing is built and there are no parameters to check.
+    nothing is built and there are no parameters to check. ``needs`` maps a check to the
+    checks it relies on: when one of those did not pass, it is skipped, not run to a
+    misleading failure. ``catalogue``'s known mistakes are compared with the class once
+    its parameters are named as tfs's; the one it matches heads the report.
     """
     subject = Subject(cls, contract)
     report = Report(component, getattr(cls, "__qualname__", repr(cls)))
     with _rng_kept():
-        if contract is None:
-            report.results += [_run_one(name, check, subject) for name, check in checks]
-            return report
-        try:
-            subject.build()
-        except NotImplementedError as error:
-            report.results.append(CheckResult("construction", "todo", _todo(error, subject)))
-            return report
-        except Exception as error:  # the learner's code: any failure is reported, not raised
-            report.construction_error = (
-                f"{cls.__name__}({_keywords(contract.kwargs())}) raised "
-                f"{trimmed(error, subject.file)}\n"
-                f"expected the constructor of tfs's {contract.signature}"
+        if contract is not None:
+            try:
+                subject.build()
+            except NotImplementedError as error:
+                report.results.append(CheckResult("construction", "todo", _todo(error, subject)))
+                return report
+            except Exception as error:  # the learner's code: any failure is reported, not raised
+                error = error.error if isinstance(error, LearnerError) else error
+                report.construction_error = (
+                    f"{cls.__name__}({_keywords(contract.kwargs())}) raised "
+                    f"{trimmed(error, subject.file)}\n"
+                    f"expected the constructor of tfs's {contract.signature}"
+                )
+                return report
+            checks = [("parameters", check_parameters), *checks]
+        status: dict[str, str] = {}
+        for name, check in checks:
+            unmet = [n for n in (needs or {}).get(name, ()) if status.get(n) != "pass"]
+            result = (
+                CheckResult(name, "not run", depends=tuple(unmet))
+                if unmet
+                else _run_one(name, check, subject)
             )
-            return report
-        for name, check in [("parameters", check_parameters), *checks]:
-            report.results.append(_run_one(name, check, subject))
+            report.results.append(result)
+            status[name] = result.status
+            if catalogue is not None and report.mistake is None and name == "parameters":
+                report.mistake = _diagnose(catalogue, subject, report)
+        if catalogue is not None and contract is None:
+            report.mistake = _diagnose(catalogue, subject, report)
     return report
 
 
-def _run_one(name: str, check: Check, subject: Subject) -> CheckResult:
+def _diagnose(catalogue: Catalogue, subject: Subject, report: Report) -> type[Formula] | None:
+    """The known mistake whose outputs the class gives on every probe, if one does."""
+    if subject.contract is not None and not subject.named_as_tfs:
+        return None
+    found: list[type[Formula]] = []
+
+    def compare() -> None:
+        got = []
+        with torch.no_grad():
+            for weights, inputs in catalogue.probes():
+                if subject.contract is None:
+                    got.append(output(subject.call(*inputs)))
+                else:
+                    got.append(output(subject.load(subject.build(), weights)(*inputs)))
+        if _same_outputs(got, catalogue.outputs(catalogue.correct), catalogue.tolerance):
+            return
+        found.extend(
+            mistake
+            for mistake in catalogue.mistakes
+            if _same_outputs(got, catalogue.outputs(mistake), catalogue.tolerance)
+        )
+
+    result = _run_one("known mistakes", lambda _: compare(), subject, quiet=True)
+    if result.status == "error":
+        report.results.append(result)
+    return found[0] if found else None
+
+
+def _same_outputs(got: Sequence[Tensor], want: Sequence[Tensor], tolerance: float) -> bool:
+    return all(
+        g.shape == w.shape
+        and max_difference(g, w, "output") <= tolerance * max(1.0, float(w.abs().max()))
+        for g, w in zip(got, want, strict=True)
+    )
+
+
+def _run_one(name: str, check: Check, subject: Subject, *, quiet: bool = False) -> CheckResult:
+    """Run one check. An exception from the learner's code fails it with their lines (once
+    per report: a repeat points at the first); one from the check's own code is a bug in
+    tfs, reported as an error. ``quiet``: a check whose learner errors are not reported."""
     try:
         check(subject)
     except CheckFailed as failure:
         return CheckResult(name, "fail", str(failure))
     except NotRun as reason:
         return CheckResult(name, "not run", str(reason))
+    except Unmet as unmet:
+        return CheckResult(name, "not run", depends=unmet.depends)
     except NotImplementedError as error:
         return CheckResult(name, "todo", _todo(error, subject))
-    except Exception as error:  # the learner's code raised: show their lines
-        return CheckResult(name, "fail", f"raised {trimmed(error, subject.file)}")
+    except Exception as error:
+        theirs = error.error if isinstance(error, LearnerError) else error
+        if not isinstance(error, LearnerError) and not _own_frames(error, subject.file):
+            return CheckResult(name, "error", f"the check itself raised {_bug(error)}")
+        if quiet:
+            return CheckResult(name, "fail")
+        frames = _own_frames(theirs, subject.file)
+        key = (type(theirs), str(theirs), *((f.filename, f.lineno) for f in frames))
+        if key in subject.raised:
+            return CheckResult(
+                name, "fail", f"raised the same {type(theirs).__name__} as '{subject.raised[key]}'"
+            )
+        subject.raised[key] = name
+        return CheckResult(name, "fail", f"raised {trimmed(theirs, subject.file)}")
     return CheckResult(name, "pass")
+
+
+def _bug(error: BaseException) -> str:
+    frame = traceback.extract_tb(error.__traceback__)[-1]
+    return (
+        f"{type(error).__name__}: {error} at {frame.filename}:{frame.lineno} — a bug in tfs's "
+        f"checks, not in your code; please report it"
+    )
 
 
 @contextmanager
