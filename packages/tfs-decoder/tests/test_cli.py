@@ -37,7 +37,7 @@ from tfs_decoder.training.errors import TfsError
 from tfs_decoder.training.flags import train_config_from_args
 from tfs_decoder.training.load import load_checkpoint, load_model
 from tfs_decoder.training.presets import DEFAULT_PRESET, PRESETS, preset_config
-from tfs_decoder.training.tokenizer import CharTokenizer
+from tfs_decoder.training.tokenizer import CharTokenizer, WordTokenizer
 from tfs_decoder.training.trainer import TrainConfig
 
 # The smallest model and run the CLI accepts that still exercises every part of train().
@@ -290,6 +290,82 @@ def test_eval_prints_nats_per_token_and_bits_per_char(
 
 
 # ---------------------------------------------------------------------------------------
+# --tokenizer word: trained, then used by sample, eval, attention-plot and --resume from
+# the checkpoint alone
+
+
+@pytest.fixture(scope="module")
+def word_trained(tmp_path_factory: pytest.TempPathFactory) -> Run:
+    """A 2-step run with ``--tokenizer word`` capped at 8 tokens: ' ', '. ', the 5 most
+    frequent words and <unk> for the other 13 words and the last full stop."""
+    root = tmp_path_factory.mktemp("word")
+    data = write_corpus(root / "corpus.txt")
+    out = root / "run"
+    argv = ["train", *TINY, "--max-steps", "2", "--tokenizer", "word", "--word-vocab-size", "8"]
+    assert main([*argv, "--data", str(data), "--out", str(out)]) == 0
+    return Run(data, out)
+
+
+def test_word_tokenizer_is_saved_and_used_by_sample_eval_and_plot(
+    word_trained: Run,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    out = word_trained.out
+    saved = json.loads((out / "ckpt-0000002" / "tokenizer.json").read_text(encoding="utf-8"))
+    tokenizer = WordTokenizer.fit(word_trained.data.read_text(encoding="utf-8"), vocab_size=8)
+    assert saved == {"kind": "word", "pieces": tokenizer.pieces}
+    assert saved["pieces"][:2] == [" ", ". "]
+    unknown = next(w for w in WORDS if w not in saved["pieces"])
+
+    # A prompt piece outside the vocabulary is <unk>, not an error; the prompt is kept as given.
+    prompt = f"the {unknown}"
+    argv: list[str | Path] = ["sample", "--checkpoint", out, "--prompt", prompt,
+                              "--max-new-tokens", "10", "--seed", "0"]  # fmt: skip
+    status, text, err = run_cli(capsys, *argv, "--device", "cpu")
+    assert status == 0, err
+    assert text.startswith(prompt)
+    assert set(text[len(prompt) :].replace("<unk>", "")) <= set(SENTENCE + "\n")
+
+    status, stdout, err = run_cli(capsys, "eval", "--checkpoint", out, "--device", "cpu")
+    assert status == 0, err
+    match = re.search(r"val loss (\d+\.\d+) nats/token", stdout)
+    assert match is not None, stdout
+    assert float(match.group(1)) == pytest.approx(read_metrics(out)[-1]["val_loss"], abs=1e-4)
+
+    drawn: list[list[str]] = []
+
+    def recording_plot(
+        patterns: Tensor, labels: Sequence[str], path: str | Path, *, title: str
+    ) -> Path:
+        drawn.append(list(labels))
+        return Path(path)
+
+    monkeypatch.setattr(tfs_decoder.training.commands, "plot_attention", recording_plot)
+    status, _, err = run_cli(capsys, "attention-plot", "--checkpoint", out, "--prompt", prompt,
+                             "--out", tmp_path / "a.png", "--device", "cpu")  # fmt: skip
+    assert status == 0, err
+    assert drawn == [[tokenizer.decode([i]) for i in tokenizer.encode(prompt)]]
+    assert drawn[0][-2:] == [" ", "<unk>"]
+
+
+def test_word_tokenizer_resumes_with_the_saved_vocabulary(
+    word_trained: Run, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    shutil.copytree(word_trained.out, out)
+    # A different cap on resume does not refit: the checkpoint's vocabulary is the model's.
+    argv: list[str | Path] = ["train", "--resume", "--out", out, "--max-steps", "3",
+                              "--word-vocab-size", "20"]  # fmt: skip
+    status, _, err = run_cli(capsys, *argv)
+    assert status == 0, err
+    assert "resuming at step 2" in err
+    before = (word_trained.out / "ckpt-0000002" / "tokenizer.json").read_text(encoding="utf-8")
+    assert (out / "ckpt-0000003" / "tokenizer.json").read_text(encoding="utf-8") == before
+
+
+# ---------------------------------------------------------------------------------------
 # Bad input: one line, no traceback
 
 
@@ -330,6 +406,7 @@ def test_bad_data_is_one_line(
         (["train", "--lr", "-1"], [r"--lr: expected a number"]),
         (["train", "--n-heads", "3"], [r"--n-heads: expected a divisor of --d-model=128"]),
         (["train", "--tokenizer", "words"], [r"--tokenizer", r"invalid choice"]),
+        (["train", "--word-vocab-size", "1"], [r"--word-vocab-size: expected an int >= 2, got 1"]),
         (["train", "--dtype", "fp8"], [r"--dtype", r"invalid choice"]),
         (["train", "--no-such-flag"], [r"unrecognized arguments: --no-such-flag"]),
         (["sample"], [r"--checkpoint"]),

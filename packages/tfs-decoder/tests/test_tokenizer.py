@@ -1,26 +1,37 @@
-"""CharTokenizer and BPETokenizer: round trips, serialisation through JSON, and errors.
+"""CharTokenizer, BPETokenizer and WordTokenizer: round trips, serialisation through JSON,
+and errors.
 
 The BPE tokenizer is checked for what byte-level BPE promises whatever merges it learned:
 ``decode(encode(text)) == text`` for any Unicode text, ids inside the vocabulary, and fewer
 tokens than bytes on text like its training text.
+
+The word tokenizer is checked against ``re.split(r"\b", text)`` itself (the split of Hilton's
+chapter 1), and for its cap, its unknown token and a vocabulary that depends only on the text.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tfs_decoder import Decoder, DecoderConfig
+from tfs_decoder.training.checkpoint import save_checkpoint
 from tfs_decoder.training.corpus import default_corpus
 from tfs_decoder.training.errors import TfsError
+from tfs_decoder.training.load import load_model
 from tfs_decoder.training.tokenizer import (
     BPETokenizer,
     CharTokenizer,
     Tokenizer,
+    WordTokenizer,
+    split_words,
     tokenizer_from_dict,
 )
 
@@ -208,19 +219,153 @@ def test_bpe_without_tokenizers_says_how_to_install(monkeypatch: pytest.MonkeyPa
     assert tokenizer_from_dict(CharTokenizer.fit("ab").to_dict()).vocab_size == 2
 
 
+# ----- WordTokenizer -----
+
+_WORD_TEXTS = [
+    "Hello, world!",
+    "To be, or not to be: that is the question.\nWhether 'tis nobler in the mind\n\n",
+    "It's 2024; we've 3.14 apples & 42 pears -- don't we?",
+    "  leading and trailing spaces  ",
+    "snake_case x2 ÜBER café naïve 中文",
+    "...!?",
+]
+
+
+@pytest.mark.parametrize("text", _WORD_TEXTS)
+def test_word_split_is_re_split_at_word_boundaries_without_empties(text: str) -> None:
+    expected = [piece for piece in re.split(r"\b", text) if piece]
+    assert split_words(text) == expected
+    assert "".join(split_words(text)) == text
+    tok = WordTokenizer.fit(text, vocab_size=1000)
+    ids = tok.encode(text)
+    assert len(ids) == len(expected)
+    assert [tok.decode([i]) for i in ids] == expected
+    assert tok.decode(ids) == text
+    assert tok.unk_id not in ids
+
+
+def test_word_split_examples() -> None:
+    assert split_words("don't stop") == ["don", "'", "t", " ", "stop"]
+    assert split_words("3.14\n") == ["3", ".", "14", "\n"]
+    assert split_words("") == []
+    assert split_words("!?") == ["!?"]
+
+
+@settings(max_examples=50, deadline=None)
+@given(text=st.text(max_size=200))
+def test_word_round_trips_any_text_it_was_fitted_on(text: str) -> None:
+    assert split_words(text) == [p for p in re.split(r"\b", text) if p]
+    if text:
+        tok = WordTokenizer.fit(text, vocab_size=10_000)
+        assert tok.decode(tok.encode(text)) == text
+
+
+def test_word_cap_keeps_the_most_frequent_and_maps_the_rest_to_unk() -> None:
+    text = "a b a c a b d"  # pieces: 'a' x3, ' ' x6, 'b' x2, 'c' x1, 'd' x1
+    tok = WordTokenizer.fit(text, vocab_size=4)
+    assert tok.vocab_size == 4
+    assert tok.pieces == [" ", "a", "b"]
+    assert tok.unk_id == 3
+    assert tok.encode("a c d b") == [1, 0, 3, 0, 3, 0, 2]
+    assert tok.decode(tok.encode("a c d b")) == "a <unk> <unk> b"
+    assert tok.decode([tok.unk_id]) == WordTokenizer.UNK == "<unk>"
+    # Pieces never seen at all are unknown too; "<unk>" itself is three pieces.
+    assert tok.encode("zebra") == [3]
+    assert tok.encode("<unk>") == [3, 3, 3]
+
+
+def test_word_ties_are_broken_by_first_appearance() -> None:
+    # 'c', 'b', 'a' each once, in this order; ' ' twice comes first.
+    assert WordTokenizer.fit("c b a", vocab_size=3).pieces == [" ", "c"]
+    assert WordTokenizer.fit("a b c", vocab_size=3).pieces == [" ", "a"]
+
+
+def test_word_vocab_is_smaller_when_the_text_has_fewer_pieces() -> None:
+    tok = WordTokenizer.fit("ha ha ha", vocab_size=2000)
+    assert tok.pieces == ["ha", " "]
+    assert tok.vocab_size == 3
+
+
+def test_word_fit_is_deterministic() -> None:
+    a = WordTokenizer.fit(_TRAIN, vocab_size=12)
+    b = WordTokenizer.fit(_TRAIN, vocab_size=12)
+    assert a.to_dict() == b.to_dict()
+    assert a.vocab_size == 12
+    assert WordTokenizer.fit(_TRAIN, vocab_size=20).pieces[:11] == a.pieces
+
+
+def test_word_default_corpus_covers_most_pieces() -> None:
+    text = default_corpus()
+    tok = WordTokenizer.fit(text)  # the --word-vocab-size default
+    assert tok.vocab_size == 2000
+    ids = tok.encode(text)
+    assert ids.count(tok.unk_id) / len(ids) < 0.1
+
+
+def test_word_to_dict_round_trips_through_json() -> None:
+    tok = WordTokenizer.fit(_TRAIN, vocab_size=15)
+    d = _json_round_trip(tok.to_dict())
+    assert d == {"kind": "word", "pieces": tok.pieces}
+    again = tokenizer_from_dict(d)
+    assert isinstance(again, WordTokenizer)
+    assert isinstance(again, Tokenizer)
+    assert again.pieces == tok.pieces
+    text = "The lazy fox returns x. Ünïcödé too."
+    assert again.encode(text) == tok.encode(text)
+    assert again.decode(tok.encode(text)) == tok.decode(tok.encode(text))
+
+
+def test_word_tokenizer_round_trips_through_a_checkpoint(tmp_path: Path) -> None:
+    tok = WordTokenizer.fit(_TRAIN, vocab_size=15)
+    config = DecoderConfig(
+        d_vocab=tok.vocab_size, d_model=8, n_heads=2, d_head=4, d_mlp=16, n_layers=1, n_ctx=8
+    )
+    save_checkpoint(tmp_path, step=0, model=Decoder(config), model_config=config,
+                    train_config={}, tokenizer=tok.to_dict(), state={})  # fmt: skip
+    _, saved, checkpoint = load_model(tmp_path)
+    again = tokenizer_from_dict(saved)
+    assert isinstance(again, WordTokenizer)
+    assert again.pieces == tok.pieces
+    assert checkpoint.model_config.d_vocab == again.vocab_size == 15
+
+
+def test_word_errors() -> None:
+    with pytest.raises(ValueError, match=r"vocab_size: expected an int >= 2 .*, got 1"):
+        WordTokenizer.fit(_TRAIN, vocab_size=1)
+    with pytest.raises(ValueError, match=r"text: expected some text"):
+        WordTokenizer.fit("")
+    with pytest.raises(ValueError, match=r"pieces: expected at least one piece"):
+        WordTokenizer([])
+    with pytest.raises(ValueError, match=r"pieces: expected pieces .*, got ''"):
+        WordTokenizer(["a", ""])
+    with pytest.raises(ValueError, match=r"pieces: expected pieces .*, got '<unk>'"):
+        WordTokenizer(["<unk>"])
+    tok = WordTokenizer.fit("a b", vocab_size=3)  # 'a', ' ' and <unk>
+    with pytest.raises(ValueError, match=r"ids: expected ids in \[0, vocab_size=3\), got 3"):
+        tok.decode([0, 3])
+
+
 # ----- tokenizer_from_dict -----
 
 
 @pytest.mark.parametrize(
     ("d", "message"),
     [
-        ({}, r"expected kind 'char' or 'bpe', got None"),
-        ({"kind": "word"}, r"expected kind 'char' or 'bpe', got 'word'"),
+        ({}, r"expected kind 'char', 'bpe' or 'word', got None"),
+        ({"kind": "words"}, r"expected kind 'char', 'bpe' or 'word', got 'words'"),
         ({"kind": "char"}, r"expected a non-empty list 'chars' for kind 'char', got None"),
         ({"kind": "char", "chars": []}, r"expected a non-empty list 'chars'"),
         ({"kind": "char", "chars": ["a", "a"]}, r"tokenizer: chars: expected distinct characters"),
         ({"kind": "bpe"}, r"expected a JSON string 'tokenizer' for kind 'bpe', got NoneType"),
         ({"kind": "bpe", "tokenizer": "{not json"}, r"corrupt BPE tokenizer JSON"),
+        (
+            {"kind": "word"},
+            r"expected a non-empty list of strings 'pieces' for kind 'word', got None",
+        ),
+        ({"kind": "word", "pieces": []}, r"expected a non-empty list of strings 'pieces'"),
+        ({"kind": "word", "pieces": ["a", "a"]}, r"tokenizer: pieces: expected distinct pieces"),
+        ({"kind": "word", "pieces": ["a b"]}, r"tokenizer: pieces: expected pieces of re.split"),
+        ({"kind": "word", "pieces": ["a", 7]}, r"expected a non-empty list of strings 'pieces'"),
     ],
 )
 def test_tokenizer_from_dict_rejects_bad_descriptions(d: dict[str, Any], message: str) -> None:

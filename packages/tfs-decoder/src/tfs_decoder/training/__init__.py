@@ -11,7 +11,7 @@ from tfs_decoder.training.config import TrainConfig
 from tfs_decoder.training.errors import CheckpointError, DataError, TfsError
 from tfs_decoder.training.load import load_checkpoint, load_model
 from tfs_decoder.training.presets import PRESETS, preset_config
-from tfs_decoder.training.tokenizer import BPETokenizer, CharTokenizer, Tokenizer
+from tfs_decoder.training.tokenizer import BPETokenizer, CharTokenizer, Tokenizer, WordTokenizer
 from tfs_decoder.training.trainer import TrainingInterrupted, TrainResult, evaluate, train
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "TrainingInterrupted",
+    "WordTokenizer",
     "evaluate",
     "load_checkpoint",
     "load_model",

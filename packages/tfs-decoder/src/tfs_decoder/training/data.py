@@ -18,6 +18,7 @@ from tfs_decoder.training.tokenizer import (
     BPETokenizer,
     CharTokenizer,
     Tokenizer,
+    WordTokenizer,
     tokenizer_from_dict,
 )
 
@@ -115,4 +116,6 @@ def _checkpoint_tokenizer(checkpoint: Checkpoint, text_sha256: str) -> Tokenizer
 def _fit_tokenizer(config: TrainConfig, text: str) -> Tokenizer:
     if config.tokenizer == "bpe":
         return BPETokenizer.fit(text, vocab_size=config.bpe_vocab_size)
+    if config.tokenizer == "word":
+        return WordTokenizer.fit(text, vocab_size=config.word_vocab_size)
     return CharTokenizer.fit(text)

@@ -83,8 +83,12 @@ TRAIN_FLAGS: list[tuple[str, dict[str, Any]]] = [
     ("out", dict(metavar="DIR", help="run directory for checkpoints, metrics.jsonl, loss.png "
      f"and sample.txt (default: {TrainConfig.out})")),
     ("tokenizer", dict(choices=TOKENIZERS, help="char: one token per character; bpe: "
-     'byte-level BPE fitted to the text (needs pip install "tfs-decoder[bpe]")')),
+     'byte-level BPE fitted to the text (needs pip install "tfs-decoder[bpe]"); word: the '
+     r"pieces of re.split(r'\b', text), words and the runs between them, the most frequent "
+     "up to --word-vocab-size, <unk> for the rest")),
     ("bpe_vocab_size", dict(type=int, metavar="N", help="vocabulary size of --tokenizer bpe")),
+    ("word_vocab_size", dict(type=int, metavar="N", help="vocabulary size of --tokenizer "
+     "word, <unk> included")),
     ("d_model", dict(type=int, metavar="N", help="width of the residual stream")),
     ("n_layers", dict(type=int, metavar="N", help="residual blocks")),
     ("n_heads", dict(type=int, metavar="N", help="attention heads (d_head = d_model/n_heads)")),

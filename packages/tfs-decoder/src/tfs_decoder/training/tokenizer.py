@@ -6,13 +6,18 @@
   Translation of Rare Words with Subword Units"; the byte-level variant of GPT-2, Radford et al.
   2019, section 2.2) trained on the corpus with the ``tokenizers`` package, an optional extra:
   ``pip install "tfs-decoder[bpe]"``. Its 256 base tokens are the bytes, so every text encodes.
+- :class:`WordTokenizer`: the pieces of ``re.split(r"\\b", text)`` (runs of word characters and
+  the runs between them, as in Hilton's "transformer from scratch", chapter 1), the most
+  frequent ones up to a vocabulary size, and one unknown token for every other piece.
 
-Both are saved with a checkpoint through ``to_dict()`` (plain JSON) and rebuilt by
+All are saved with a checkpoint through ``to_dict()`` (plain JSON) and rebuilt by
 :func:`tokenizer_from_dict`.
 """
 
 from __future__ import annotations
 
+import re
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
@@ -21,7 +26,7 @@ from tfs_decoder.training.errors import TfsError
 if TYPE_CHECKING:
     import tokenizers
 
-__all__ = ["BPETokenizer", "CharTokenizer", "Tokenizer", "tokenizer_from_dict"]
+__all__ = ["BPETokenizer", "CharTokenizer", "Tokenizer", "WordTokenizer", "tokenizer_from_dict"]
 
 _BPE_INSTALL = 'pip install "tfs-decoder[bpe]"'
 
@@ -220,6 +225,103 @@ class BPETokenizer:
         return f"BPETokenizer(vocab_size={self.vocab_size})"
 
 
+_WORD_BOUNDARY = re.compile(r"\b")
+
+
+@no_type_check
+def split_words(text: str) -> list[str]:
+    """``re.split(r"\\b", text)`` without its empty strings: word-character runs and the runs
+    between them, so ``"".join(split_words(text)) == text``."""
+    return [piece for piece in _WORD_BOUNDARY.split(text) if piece]
+
+
+class WordTokenizer:
+    """Each piece of :func:`split_words` is a token: ``pieces[i]`` has id ``i``, and every
+    piece outside ``pieces`` has the unknown id ``len(pieces)``, decoded as :attr:`UNK`.
+
+    ``decode(encode(text)) == text`` for every text whose pieces are all in the vocabulary.
+    """
+
+    UNK = "<unk>"  # splits into '<', 'unk', '>', so it is never one piece of a text itself
+
+    def __init__(self, pieces: Sequence[str]) -> None:
+        """``pieces``: the known pieces, distinct, in id order; the unknown token comes after."""
+        pieces = list(pieces)
+        for p in pieces:
+            if not isinstance(p, str) or split_words(p) != [p]:
+                raise ValueError(
+                    f"pieces: expected pieces of re.split(r'\\b', text) (non-empty, no word "
+                    f"boundary inside), got {p!r:.60}"
+                )
+        if len(set(pieces)) != len(pieces):
+            dup = next(p for p in pieces if pieces.count(p) > 1)
+            raise ValueError(f"pieces: expected distinct pieces, got {dup!r:.60} more than once")
+        if not pieces:
+            raise ValueError("pieces: expected at least one piece, got none")
+        self._itos = pieces
+        self._stoi = {p: i for i, p in enumerate(pieces)}
+        self._decoded = [*pieces, self.UNK]  # id -> text, the unknown id included
+
+    @classmethod
+    def fit(cls, text: str, vocab_size: int = 2000) -> WordTokenizer:
+        """The ``vocab_size - 1`` most frequent pieces of ``text`` (ties: first appearance
+        first), most frequent first, plus the unknown token.
+
+        The result has fewer tokens than ``vocab_size`` when the text has fewer distinct
+        pieces; :attr:`vocab_size` reports the real number.
+
+        Raises:
+            ValueError: ``vocab_size`` < 2 or ``text`` is empty.
+        """
+        if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 2:
+            raise ValueError(
+                f"vocab_size: expected an int >= 2 (one piece and the unknown token), "
+                f"got {vocab_size!r}"
+            )
+        if not text:
+            raise ValueError("text: expected some text to build a word vocabulary, got ''")
+        counts = Counter(split_words(text))  # keys in order of first appearance
+        # sorted() is stable, so equal counts keep their first-appearance order.
+        ranked = sorted(counts, key=lambda piece: -counts[piece])
+        return cls(ranked[: vocab_size - 1])
+
+    @property
+    def vocab_size(self) -> int:
+        """Number of ids: the known pieces and the unknown token."""
+        return len(self._itos) + 1
+
+    @property
+    def unk_id(self) -> int:
+        """The id every piece outside the vocabulary gets: the last one."""
+        return len(self._itos)
+
+    @property
+    def pieces(self) -> list[str]:
+        """The known pieces in id order (a copy), without the unknown token."""
+        return list(self._itos)
+
+    @no_type_check
+    def encode(self, text: str) -> list[int]:
+        """One id per piece of :func:`split_words`; unknown pieces get :attr:`unk_id`."""
+        stoi, unk = self._stoi, len(self._itos)
+        return [stoi.get(piece, unk) for piece in split_words(text)]
+
+    @no_type_check
+    def decode(self, ids: Sequence[int]) -> str:
+        """The pieces of ``ids`` joined, :attr:`UNK` for the unknown id; ids must be in
+        ``[0, vocab_size)``."""
+        _check_ids(ids, self.vocab_size)
+        decoded = self._decoded
+        return "".join([decoded[i] for i in ids])
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"kind": "word", "pieces": [...]}``: the known pieces in id order."""
+        return {"kind": "word", "pieces": list(self._itos)}
+
+    def __repr__(self) -> str:
+        return f"WordTokenizer(vocab_size={self.vocab_size})"
+
+
 def tokenizer_from_dict(d: Mapping[str, Any]) -> Tokenizer:
     """Rebuild the tokenizer that ``to_dict()`` described.
 
@@ -252,4 +354,15 @@ def tokenizer_from_dict(d: Mapping[str, Any]) -> Tokenizer:
             first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise TfsError(f"tokenizer: corrupt BPE tokenizer JSON: {first_line}") from None
         return BPETokenizer(tok)
-    raise TfsError(f"tokenizer: expected kind 'char' or 'bpe', got {kind!r}")
+    if kind == "word":
+        pieces = d.get("pieces")
+        if not (isinstance(pieces, list) and pieces and all(isinstance(p, str) for p in pieces)):
+            raise TfsError(
+                f"tokenizer: expected a non-empty list of strings 'pieces' for kind 'word', "
+                f"got {pieces!r:.60}"
+            )
+        try:
+            return WordTokenizer(pieces)
+        except ValueError as exc:
+            raise TfsError(f"tokenizer: {exc}") from None
+    raise TfsError(f"tokenizer: expected kind 'char', 'bpe' or 'word', got {kind!r}")
