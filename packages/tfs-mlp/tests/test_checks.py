@@ -52,18 +52,20 @@ def _planted(**bugs: Any) -> type[PlainMLP]:
 
 
 PLANTED = [
-    # (bug, switches, the check that must fail, words its message must contain)
-    ("no b_in", {"no_b_in": True}, "every weight and bias used", "the bias b_in is never used"),
-    ("no b_out", {"no_b_out": True}, "every weight and bias used", "the bias b_out is never used"),
-    ("GELU's 0.044715 as 0.0447", {"cubic": 0.0447}, "GELU", "where GELU gives"),
-    ("GELU's sqrt(2/pi) as sqrt(pi/2)", {"scale": math.sqrt(math.pi / 2)}, "GELU", "0.044715 x^3"),
-    ("exact GELU", {"activation": "erf"}, "GELU", "as the exact GELU 0.5 x (1 + erf"),
-    ("ReLU", {"activation": "relu"}, "GELU", "as ReLU max(0, x) does"),
+    # (bug, switches, the check that must fail, words its message must contain, the
+    # mistake named first, if one of the catalogue's)
+    ("no b_in", {"no_b_in": True}, "every weight and bias used", "b_in is never used", "b_in is"),
+    ("no b_out", {"no_b_out": True}, "every weight and bias used", "b_out is never", "b_out is"),
+    ("GELU's 0.044715 as 0.0447", {"cubic": 0.0447}, "GELU", "where GELU gives", None),
+    ("GELU's sqrt(2/pi) as sqrt(pi/2)", {"scale": math.sqrt(math.pi / 2)}, "GELU", "x^3", "pi/2"),
+    ("exact GELU", {"activation": "erf"}, "GELU", "as the exact GELU 0.5 x (1 + erf", "exact"),
+    ("ReLU", {"activation": "relu"}, "GELU", "as ReLU max(0, x) does", "ReLU"),
     (
         "positions mixed by a reshape",
         {"view_for_transpose": True},
         "position-wise",
         "transforms each position on its own",
+        None,
     ),
 ]
 
@@ -81,10 +83,19 @@ def test_the_plain_mlp_passes_every_check() -> None:
 
 
 @pytest.mark.parametrize(
-    ("bug", "switches", "check", "words"), PLANTED, ids=[p[0] for p in PLANTED]
+    ("bug", "switches", "check", "words", "named"), PLANTED, ids=[p[0] for p in PLANTED]
 )
 def test_planted_bug_fails_the_check_that_names_it(
-    bug: str, switches: dict[str, Any], check: str, words: str, expect_failure: Callable[..., None]
+    bug: str,
+    switches: dict[str, Any],
+    check: str,
+    words: str,
+    named: str | None,
+    expect_failure: Callable[..., None],
 ) -> None:
     report = check_mlp(_planted(**switches), learning=False)
     expect_failure(report, check, words)
+    second = str(report).splitlines()[1]
+    assert (named is not None and second.startswith("MISTAKE") and named in second) or (
+        named is None and report.mistake is None
+    ), str(report)

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tfs_mlp._checking import (
+    Catalogue,
     Check,
     CheckFailed,
     CheckResult,
@@ -38,6 +39,8 @@ from tfs_mlp._checking import (
     run_checks,
 )
 from tfs_mlp.activations import gelu_formula
+from tfs_mlp.mistakes import MISTAKES
+from tfs_mlp.mistakes import MLP as Plain
 from tfs_mlp.mlp import MLP
 
 __all__ = ["CheckResult", "Report", "check_mlp", "parity_batch", "train_parity"]
@@ -233,6 +236,25 @@ CHECKS: list[tuple[str, Check]] = [
     ("gradients", _gradients),
 ]
 LEARNING: list[tuple[str, Check]] = [("learning: parity", _learning)]
+# The GELU probe feeds 16 values through two positions: mixed positions would mix them.
+NEEDS = {"GELU": ["position-wise"]}
+
+
+def _gelu_tail() -> tuple[dict[str, Tensor], tuple[Tensor]]:
+    """The left tail of GELU, magnified: ``W_in`` copies x to the first hidden units,
+    ``W_out`` copies them back times 100, and x runs over [-4.5, -2], where the exact GELU
+    is up to 3x GPT-2's tanh form (elsewhere they differ by 5e-4 at most)."""
+    weights = {name: torch.zeros(shape) for name, shape in CONTRACT.params.items()}
+    weights["W_in"][:, :D_MODEL] = torch.eye(D_MODEL)
+    weights["W_out"][:D_MODEL] = 100 * torch.eye(D_MODEL)
+    return weights, (torch.linspace(-4.5, -2.0, 2 * D_MODEL).reshape(1, 2, D_MODEL),)
+
+
+CATALOGUE = Catalogue(
+    correct=Plain,
+    mistakes=MISTAKES,
+    probes=lambda: [*((_weights(seed), (_x(seed + 1),)) for seed in (0, 2)), _gelu_tail()],
+)
 
 
 def check_mlp(cls: Callable[..., nn.Module], *, learning: bool = True) -> Report:
@@ -244,6 +266,8 @@ def check_mlp(cls: Callable[..., nn.Module], *, learning: bool = True) -> Report
     position's output depends on another position); the activation is GPT-2's tanh GELU
     (within 1e-6 at 16 points, float64); every weight and bias used; gradients equal to
     tfs's; and, unless ``learning=False``, the learning check: the MLP learns the parity of
-    three bits, which no linear map can (under a second).
+    three bits, which no linear map can (under a second). A class that computes one of
+    the known mistakes of :mod:`tfs_mlp.mistakes` is told which, first.
     """
-    return run_checks("mlp", cls, CONTRACT, CHECKS + (LEARNING if learning else []))
+    checks = CHECKS + (LEARNING if learning else [])
+    return run_checks("mlp", cls, CONTRACT, checks, needs=NEEDS, catalogue=CATALOGUE)
