@@ -333,6 +333,15 @@ def test_word_tokenizer_is_saved_and_used_by_sample_eval_and_plot(
     match = re.search(r"val loss (\d+\.\d+) nats/token", stdout)
     assert match is not None, stdout
     assert float(match.group(1)) == pytest.approx(read_metrics(out)[-1]["val_loss"], abs=1e-4)
+    # Bits per character of the text itself, not of its decoding with <unk> in it.
+    text = word_trained.data.read_text(encoding="utf-8")
+    status, stdout, err = run_cli(capsys, "eval", "--checkpoint", out, "--data", word_trained.data)
+    assert status == 0, err
+    match = re.search(r"(\d+\.\d+) nats/token, (\d+\.\d+) bits/char .*: ([\d,]+) tokens", stdout)
+    assert match is not None, stdout
+    nats, bits, n_tokens = float(match[1]), float(match[2]), int(match[3].replace(",", ""))
+    assert n_tokens == len(tokenizer.encode(text))
+    assert bits == pytest.approx(nats * n_tokens / len(text) / math.log(2), abs=1e-3)
 
     drawn: list[list[str]] = []
 

@@ -32,6 +32,7 @@ from tfs_decoder.training.tokenizer import (
     Tokenizer,
     WordTokenizer,
     split_words,
+    tail_chars,
     tokenizer_from_dict,
 )
 
@@ -327,6 +328,18 @@ def test_word_tokenizer_round_trips_through_a_checkpoint(tmp_path: Path) -> None
     assert isinstance(again, WordTokenizer)
     assert again.pieces == tok.pieces
     assert checkpoint.model_config.d_vocab == again.vocab_size == 15
+
+
+def test_tail_chars_counts_the_text_an_unk_stands_for() -> None:
+    text = "a b a c a bb"
+    tok = WordTokenizer.fit(text, vocab_size=3)  # ' ', 'a', <unk>
+    ids = tok.encode(text)
+    assert tok.decode(ids[-3:]) == "a <unk>"
+    assert tail_chars(tok, text, ids[-3:]) == len("a bb")
+    assert tail_chars(tok, text, ids) == len(text)
+    assert tail_chars(tok, text, []) == 0
+    char = CharTokenizer.fit(text)
+    assert tail_chars(char, text, char.encode(text)[-4:]) == 4
 
 
 def test_word_errors() -> None:

@@ -20,7 +20,7 @@ from tfs_decoder.training.errors import DataError, TfsError, UsageError
 from tfs_decoder.training.evaluate import evaluate
 from tfs_decoder.training.flags import train_config_from_args, train_config_from_saved
 from tfs_decoder.training.load import load_model
-from tfs_decoder.training.tokenizer import Tokenizer, tokenizer_from_dict
+from tfs_decoder.training.tokenizer import Tokenizer, tail_chars, tokenizer_from_dict
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -114,7 +114,7 @@ def run_eval(args: argparse.Namespace) -> int:
     assert n_batches is not None  # resolved() derives it
     windows = eval_windows(ids, n_ctx, batch_size, n_batches)
     loss = evaluate(model, windows, device=device, dtype=dtype)
-    chars = len(tokenizer.decode(ids.tolist()))
+    chars = tail_chars(tokenizer, text, ids.tolist())
     bits_per_char = loss * ids.numel() / max(chars, 1) / math.log(2)
     print(
         f"val loss {loss:.4f} nats/token, {bits_per_char:.4f} bits/char "

@@ -19,6 +19,7 @@ from tfs_decoder.training.tokenizer import (
     CharTokenizer,
     Tokenizer,
     WordTokenizer,
+    tail_chars,
     tokenizer_from_dict,
 )
 
@@ -82,7 +83,7 @@ def load_run_data(config: TrainConfig, info: DistInfo, checkpoint: Checkpoint | 
         rank=info.rank,
         world_size=info.world_size,
     )
-    val_chars = len(tokenizer.decode(val_ids.tolist()))
+    val_chars = tail_chars(tokenizer, text, val_ids.tolist())
     return RunData(
         tokenizer=tokenizer,
         text_sha256=text_sha256,

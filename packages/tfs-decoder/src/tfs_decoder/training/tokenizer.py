@@ -26,7 +26,15 @@ from tfs_decoder.training.errors import TfsError
 if TYPE_CHECKING:
     import tokenizers
 
-__all__ = ["BPETokenizer", "CharTokenizer", "Tokenizer", "WordTokenizer", "tokenizer_from_dict"]
+__all__ = [
+    "BPETokenizer",
+    "CharTokenizer",
+    "Tokenizer",
+    "WordTokenizer",
+    "split_words",
+    "tail_chars",
+    "tokenizer_from_dict",
+]
 
 _BPE_INSTALL = 'pip install "tfs-decoder[bpe]"'
 
@@ -320,6 +328,20 @@ class WordTokenizer:
 
     def __repr__(self) -> str:
         return f"WordTokenizer(vocab_size={self.vocab_size})"
+
+
+@no_type_check
+def tail_chars(tokenizer: Tokenizer, text: str, tail: Sequence[int]) -> int:
+    """The number of characters of ``text`` that its last ``len(tail)`` tokens, ``tail``,
+    stand for: the denominator of bits per character.
+
+    That is the length of ``decode(tail)``, except for a :class:`WordTokenizer`, whose
+    ``<unk>`` is not as long as the pieces it replaced: there the pieces of ``text`` count.
+    """
+    if isinstance(tokenizer, WordTokenizer):
+        pieces = split_words(text)
+        return sum(len(piece) for piece in pieces[max(len(pieces) - len(tail), 0) :])
+    return len(tokenizer.decode(tail))
 
 
 def tokenizer_from_dict(d: Mapping[str, Any]) -> Tokenizer:
