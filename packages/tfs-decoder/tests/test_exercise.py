@@ -53,7 +53,7 @@ def test_exercise_keeps_an_existing_file_unless_forced(tmp_path: Path, capsys: C
 
 def test_tfs_components_pass_by_module_path(capsys: Capture) -> None:
     assert main(["check", "attention", "tfs_attention:MultiHeadAttention", "--no-learning"]) == 0
-    assert "10 of 10 checks passed" in capsys.readouterr().out
+    assert "11 of 11 checks passed" in capsys.readouterr().out
 
 
 LEARNER_ERRORS = """

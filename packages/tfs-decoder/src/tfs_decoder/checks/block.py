@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from tfs_attention import MultiHeadAttention
 from tfs_attention._checking import (
+    Catalogue,
     Check,
     CheckFailed,
     Contract,
@@ -26,7 +27,9 @@ from tfs_attention._checking import (
 )
 from tfs_attention.checks import fetch_accuracy
 from tfs_decoder.block import ResidualBlock
+from tfs_decoder.checks import block_mistakes
 from tfs_decoder.checks._common import parameter_shapes
+from tfs_decoder.checks.locate import locating
 from tfs_decoder.layernorm import layer_norm_formula
 from tfs_mlp import MLP
 
@@ -93,8 +96,9 @@ def _shapes(subject: Subject) -> None:
 
 def _same_as_tfs(subject: Subject) -> None:
     weights, x = _weights(), _x()
-    got = _run(subject.load(subject.build(), weights), x)
-    check_same(got, _reference(weights)(x), TOLERANCE)
+    module, reference = subject.load(subject.build(), weights), _reference(weights)
+    with locating(module, reference, x, TOLERANCE):
+        check_same(_run(module, x), reference(x), TOLERANCE)
 
 
 def _with_sublayers(
@@ -231,6 +235,11 @@ CHECKS: list[tuple[str, Check]] = [
     ("gradients", _gradients),
 ]
 LEARNING: list[tuple[str, Check]] = [("learning: moving information", _learning)]
+CATALOGUE = Catalogue(
+    correct=block_mistakes.Block,
+    mistakes=block_mistakes.MISTAKES,
+    probes=lambda: [(_weights(seed), (_x(seed + 1),)) for seed in (0, 2)],
+)
 
 
 def check_block(cls: Callable[..., nn.Module], *, learning: bool = True) -> Report:
@@ -245,4 +254,5 @@ def check_block(cls: Callable[..., nn.Module], *, learning: bool = True) -> Repo
     MLP ``ln2(x + attn_out)``); gradients equal to tfs's; and, unless ``learning=False``,
     the learning check: one block learns to move a value between positions (under 1 s).
     """
-    return run_checks("block", cls, CONTRACT, CHECKS + (LEARNING if learning else []))
+    checks = CHECKS + (LEARNING if learning else [])
+    return run_checks("block", cls, CONTRACT, checks, catalogue=CATALOGUE)

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from tfs_attention._checking import (
+    Catalogue,
     Check,
     CheckFailed,
     Contract,
@@ -23,8 +24,9 @@ from tfs_attention._checking import (
     random_weights,
     run_checks,
 )
-from tfs_decoder.checks import reversal
+from tfs_decoder.checks import decoder_mistakes, reversal
 from tfs_decoder.checks._common import parameter_shapes
+from tfs_decoder.checks.locate import locating
 from tfs_decoder.config import DecoderConfig
 from tfs_decoder.decoder import Decoder
 
@@ -73,8 +75,9 @@ def _shapes(subject: Subject) -> None:
 
 def _same_as_tfs(subject: Subject) -> None:
     weights, tokens = _weights(), _tokens()
-    got = _run(subject.load(subject.build(), weights), tokens)
-    check_same(got, _reference(weights)(tokens), TOLERANCE, "the logits")
+    module, reference = subject.load(subject.build(), weights), _reference(weights)
+    with locating(module, reference, tokens, TOLERANCE):
+        check_same(_run(module, tokens), reference(tokens), TOLERANCE, "the logits")
 
 
 def _changed_positions(module: nn.Module, tokens: Tensor, changed: Tensor) -> Tensor:
@@ -187,6 +190,11 @@ CHECKS: list[tuple[str, Check]] = [
     ("gradients", _gradients),
 ]
 LEARNING: list[tuple[str, Check]] = [("learning: sequence reversal", _learning)]
+CATALOGUE = Catalogue(
+    correct=decoder_mistakes.Decoder,
+    mistakes=decoder_mistakes.MISTAKES,
+    probes=lambda: [(_weights(seed), (_tokens(seed + 1),)) for seed in (0, 2)],
+)
 
 
 def check_decoder(cls: Callable[..., nn.Module], *, learning: bool = True) -> Report:
@@ -203,4 +211,5 @@ def check_decoder(cls: Callable[..., nn.Module], *, learning: bool = True) -> Re
     tfs's; and, unless ``learning=False``, the learning check: the decoder learns to
     reverse sequences and stays at chance where nothing can be predicted (a few seconds).
     """
-    return run_checks("decoder", cls, CONTRACT, CHECKS + (LEARNING if learning else []))
+    checks = CHECKS + (LEARNING if learning else [])
+    return run_checks("decoder", cls, CONTRACT, checks, catalogue=CATALOGUE)

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from tfs_attention._checking import (
+    Catalogue,
     Check,
     CheckFailed,
     Contract,
@@ -25,6 +26,7 @@ from tfs_attention._checking import (
     random_weights,
     run_checks,
 )
+from tfs_decoder.checks import layernorm_mistakes
 from tfs_decoder.layernorm import LayerNorm
 
 D_MODEL, POS, EPS = 16, 5, 1e-5
@@ -194,13 +196,21 @@ def _gradients(subject: Subject) -> None:
 CHECKS: list[tuple[str, Check]] = [
     ("shapes and dtypes", _shapes),
     ("same as tfs", _same_as_tfs),
-    ("variance", _variance),
-    ("eps", _eps),
     ("axis", _axis),
     ("mean", _mean),
+    ("variance", _variance),
+    ("eps", _eps),
     ("every weight and bias used", _every_parameter_used),
     ("gradients", _gradients),
 ]
+# The divisor the variance and eps probes measure is one per position only on the right axis.
+NEEDS = {"variance": ["axis"], "eps": ["axis"]}
+CATALOGUE = Catalogue(
+    correct=layernorm_mistakes.LayerNorm,
+    mistakes=layernorm_mistakes.MISTAKES,
+    # Rows of variance about 4e-5 as well: there eps's place shows.
+    probes=lambda: [(_weights(0), (_x(1),)), (_weights(2), (_x(3) * 3e-3,))],
+)
 
 
 def check_layernorm(cls: Callable[..., nn.Module], *, learning: bool = True) -> Report:
@@ -216,4 +226,4 @@ def check_layernorm(cls: Callable[..., nn.Module], *, learning: bool = True) -> 
     LayerNorm has no learning check (it learns only as part of a model).
     """
     del learning
-    return run_checks("layernorm", cls, CONTRACT, CHECKS)
+    return run_checks("layernorm", cls, CONTRACT, CHECKS, needs=NEEDS, catalogue=CATALOGUE)
