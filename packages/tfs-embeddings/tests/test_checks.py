@@ -81,23 +81,47 @@ def _planted(base: type[nn.Module], **bugs: Any) -> type[nn.Module]:
 
 
 PLANTED = [
-    # (bug, component, switches, the check that must fail, words its message must contain)
-    ("embed: columns of W_E", PlainEmbed, {"transposed": True}, "lookup", "along the first axis"),
-    ("embed: ids modulo d_model", PlainEmbed, {"modulo": True}, "lookup", "by the token id itself"),
+    # (bug, component, switches, the check that must fail, words its message must contain,
+    # the mistake named first, if one of the catalogue's)
+    (
+        "embed: columns of W_E",
+        PlainEmbed,
+        {"transposed": True},
+        "lookup",
+        "along the first axis",
+        None,
+    ),
+    (
+        "embed: ids modulo d_model",
+        PlainEmbed,
+        {"modulo": True},
+        "lookup",
+        "by the token id itself",
+        "wrapped modulo d_model",
+    ),
     (
         "unembed: no b_U",
         PlainUnembed,
         {"no_b_U": True},
         "every weight and bias used",
         "the bias b_U is never used",
+        "b_U is never added",
     ),
-    ("unembed: softmax", PlainUnembed, {"softmax": True}, "logits", "like probabilities"),
+    (
+        "unembed: softmax",
+        PlainUnembed,
+        {"softmax": True},
+        "logits",
+        "like probabilities",
+        "through a softmax",
+    ),
     (
         "pos-embed: ignores the offset",
         PlainPosEmbed,
         {"ignore_offset": True},
         "offset",
         "the positions ignore the offset",
+        None,
     ),
     (
         "pos-embed: rows by token id",
@@ -105,6 +129,7 @@ PLANTED = [
         {"by_token": True},
         "independent of tokens",
         "never on which token it is",
+        "picked by the token ids",
     ),
 ]
 
@@ -132,7 +157,7 @@ def test_the_plain_component_passes_every_check(cls: type[nn.Module]) -> None:
 
 
 @pytest.mark.parametrize(
-    ("bug", "base", "switches", "check", "words"), PLANTED, ids=[p[0] for p in PLANTED]
+    ("bug", "base", "switches", "check", "words", "named"), PLANTED, ids=[p[0] for p in PLANTED]
 )
 def test_planted_bug_fails_the_check_that_names_it(
     bug: str,
@@ -140,7 +165,12 @@ def test_planted_bug_fails_the_check_that_names_it(
     switches: dict[str, Any],
     check: str,
     words: str,
+    named: str | None,
     expect_failure: Callable[..., None],
 ) -> None:
     report = CHECK[base](_planted(base, **switches), learning=False)
     expect_failure(report, check, words)
+    second = str(report).splitlines()[1]
+    assert (named is not None and second.startswith("MISTAKE") and named in second) or (
+        named is None and report.mistake is None
+    ), str(report)

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from tfs_embeddings._checking import (
+    Catalogue,
     Check,
     CheckFailed,
     Contract,
@@ -35,6 +36,8 @@ from tfs_embeddings.checks._common import (
     _tokens,
     _weights,
 )
+from tfs_embeddings.checks.embed_mistakes import MISTAKES
+from tfs_embeddings.checks.embed_mistakes import Embed as Plain
 from tfs_embeddings.checks.tasks import train_deterministic_bigram
 from tfs_embeddings.embed import Embed
 
@@ -118,6 +121,11 @@ EMBED_CHECKS: list[tuple[str, Check]] = [
 ]
 
 EMBED_LEARNING: list[tuple[str, Check]] = [("learning: bigrams", _embed_learning)]
+EMBED_CATALOGUE = Catalogue(
+    correct=Plain,
+    mistakes=MISTAKES,
+    probes=lambda: [(_weights(EMBED, seed), (_tokens(D_VOCAB, seed + 1),)) for seed in (0, 2)],
+)
 
 
 def check_embed(cls: Callable[..., nn.Module], *, learning: bool = True) -> Report:
@@ -127,6 +135,8 @@ def check_embed(cls: Callable[..., nn.Module], *, learning: bool = True) -> Repo
     equal to tfs's ``Embed`` under the same weights (within 1e-5, float32); the lookup
     (each output vector is the row ``W_E[token]``, also with a square table); gradients
     equal to tfs's; and, unless ``learning=False``, the learning check: with tfs's Unembed
-    it learns a bigram map (well under a second).
+    it learns a bigram map (well under a second). A class that computes one of the known
+    mistakes of :mod:`~tfs_embeddings.checks.embed_mistakes` is told which, first.
     """
-    return run_checks("embed", cls, EMBED, EMBED_CHECKS + (EMBED_LEARNING if learning else []))
+    checks = EMBED_CHECKS + (EMBED_LEARNING if learning else [])
+    return run_checks("embed", cls, EMBED, checks, catalogue=EMBED_CATALOGUE)

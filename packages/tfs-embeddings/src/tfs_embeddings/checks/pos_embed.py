@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from tfs_embeddings._checking import (
+    Catalogue,
     Check,
     CheckFailed,
     Contract,
@@ -35,6 +36,7 @@ from tfs_embeddings.checks._common import (
     _tokens,
     _weights,
 )
+from tfs_embeddings.checks.pos_embed_mistakes import MISTAKES, PosEmbed
 from tfs_embeddings.checks.tasks import train_position_labels
 from tfs_embeddings.positional import LearnedPositionalEmbedding
 
@@ -169,6 +171,16 @@ POS_EMBED_CHECKS: list[tuple[str, Check]] = [
 ]
 
 POS_EMBED_LEARNING: list[tuple[str, Check]] = [("learning: reading the position", _pos_learning)]
+# The row probes read each position's row: rows picked by token id would fail them too.
+POS_EMBED_NEEDS = {
+    "one row per position": ["independent of tokens"],
+    "offset": ["independent of tokens", "one row per position"],
+}
+POS_EMBED_CATALOGUE = Catalogue(
+    correct=PosEmbed,
+    mistakes=MISTAKES,
+    probes=lambda: [(_weights(POS_EMBED, seed), (_tokens(N_CTX, seed + 1),)) for seed in (0, 2)],
+)
 
 
 def check_pos_embed(cls: Callable[..., nn.Module], *, learning: bool = True) -> Report:
@@ -181,8 +193,15 @@ def check_pos_embed(cls: Callable[..., nn.Module], *, learning: bool = True) -> 
     position p gets the row ``W_pos[p]``, so different positions differ; with ``offset=k``
     position p gets ``W_pos[k + p]``; gradients equal to tfs's; and, unless
     ``learning=False``, the learning check: with tfs's Embed and Unembed it lets a model
-    read the position (well under a second).
+    read the position (well under a second). A class that computes one of the known
+    mistakes of :mod:`~tfs_embeddings.checks.pos_embed_mistakes` is told which, first.
     """
+    checks = POS_EMBED_CHECKS + (POS_EMBED_LEARNING if learning else [])
     return run_checks(
-        "pos-embed", cls, POS_EMBED, POS_EMBED_CHECKS + (POS_EMBED_LEARNING if learning else [])
+        "pos-embed",
+        cls,
+        POS_EMBED,
+        checks,
+        needs=POS_EMBED_NEEDS,
+        catalogue=POS_EMBED_CATALOGUE,
     )

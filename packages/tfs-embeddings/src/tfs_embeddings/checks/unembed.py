@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from tfs_embeddings._checking import (
+    Catalogue,
     Check,
     CheckFailed,
     Contract,
@@ -34,6 +35,8 @@ from tfs_embeddings.checks._common import (
     _weights,
 )
 from tfs_embeddings.checks.tasks import train_deterministic_bigram
+from tfs_embeddings.checks.unembed_mistakes import MISTAKES
+from tfs_embeddings.checks.unembed_mistakes import Unembed as Plain
 from tfs_embeddings.unembed import Unembed
 
 __all__ = ["check_unembed"]
@@ -107,6 +110,11 @@ UNEMBED_CHECKS: list[tuple[str, Check]] = [
 ]
 
 UNEMBED_LEARNING: list[tuple[str, Check]] = [("learning: bigrams", _unembed_learning)]
+UNEMBED_CATALOGUE = Catalogue(
+    correct=Plain,
+    mistakes=MISTAKES,
+    probes=lambda: [(_weights(UNEMBED, seed), (_residual(seed + 1),)) for seed in (0, 2)],
+)
 
 
 def check_unembed(cls: Callable[..., nn.Module], *, learning: bool = True) -> Report:
@@ -116,8 +124,8 @@ def check_unembed(cls: Callable[..., nn.Module], *, learning: bool = True) -> Re
     dtypes; the logits equal to tfs's ``Unembed`` under the same weights (within 1e-5,
     float32); logits, not probabilities; every weight and bias used; gradients equal to
     tfs's; and, unless ``learning=False``, the learning check: with tfs's Embed it learns a
-    bigram map (well under a second).
+    bigram map (well under a second). A class that computes one of the known mistakes of
+    :mod:`~tfs_embeddings.checks.unembed_mistakes` is told which, first.
     """
-    return run_checks(
-        "unembed", cls, UNEMBED, UNEMBED_CHECKS + (UNEMBED_LEARNING if learning else [])
-    )
+    checks = UNEMBED_CHECKS + (UNEMBED_LEARNING if learning else [])
+    return run_checks("unembed", cls, UNEMBED, checks, catalogue=UNEMBED_CATALOGUE)
