@@ -111,36 +111,43 @@ def run_check(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
-def load_target(target: str, *, want_class: bool) -> Any:
-    """The class (or function) ``path/to/file.py:Name`` or ``package.module:Name`` names."""
+def load_target(target: str, *, want_class: bool, argument: str = "TARGET") -> Any:
+    """The class (or function) ``path/to/file.py:Name`` or ``package.module:Name`` names;
+    a :class:`UsageError` naming ``argument`` (the flag or argument that gave ``target``)
+    when there is none."""
     where, _, name = target.rpartition(":")
     if not where or not name:
         raise UsageError(
-            f"TARGET: expected path/to/file.py:ClassName or package.module:ClassName, got "
+            f"{argument}: expected path/to/file.py:ClassName or package.module:ClassName, got "
             f"{target!r}"
         )
-    module = _load_file(Path(where)) if where.endswith(".py") else _import(where)
+    if where.endswith(".py"):
+        module = _load_file(Path(where), argument)
+    else:
+        module = _import(where, argument)
     found = getattr(module, name, None)
     if found is None:
         own = [
             n for n, v in vars(module).items() if getattr(v, "__module__", "") == module.__name__
         ]
-        raise UsageError(f"TARGET: {where} has no {name!r} (it defines {', '.join(own) or 'none'})")
+        raise UsageError(
+            f"{argument}: {where} has no {name!r} (it defines {', '.join(own) or 'none'})"
+        )
     if want_class and not inspect.isclass(found):
-        raise UsageError(f"TARGET: expected a class, got {type(found).__name__} {name!r}")
+        raise UsageError(f"{argument}: expected a class, got {type(found).__name__} {name!r}")
     if not want_class and not inspect.isfunction(found):
-        raise UsageError(f"TARGET: expected a function, got {type(found).__name__} {name!r}")
+        raise UsageError(f"{argument}: expected a function, got {type(found).__name__} {name!r}")
     return found
 
 
-def _load_file(path: Path) -> ModuleType:
+def _load_file(path: Path, argument: str) -> ModuleType:
     if not path.is_file():
-        raise UsageError(f"TARGET: no file {path}")
+        raise UsageError(f"{argument}: no file {path}")
     # The file's folder goes on the path, so it can import the learner's other files.
     sys.path.insert(0, str(path.resolve().parent))
     spec = importlib.util.spec_from_file_location(path.stem, path)
     if spec is None or spec.loader is None:
-        raise UsageError(f"TARGET: {path} is not a Python file")
+        raise UsageError(f"{argument}: {path} is not a Python file")
     module = importlib.util.module_from_spec(spec)
     sys.modules[path.stem] = module
     try:
@@ -150,8 +157,8 @@ def _load_file(path: Path) -> ModuleType:
     return module
 
 
-def _import(name: str) -> ModuleType:
+def _import(name: str, argument: str) -> ModuleType:
     try:
         return importlib.import_module(name)
     except ModuleNotFoundError as error:
-        raise UsageError(f"TARGET: no module {name!r} ({error})") from error
+        raise UsageError(f"{argument}: no module {name!r} ({error})") from error
