@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING
 
 import torch
 from jaxtyping import Float, Int
-from torch import Tensor
+from torch import Tensor, nn
 
-from tfs_decoder.decoder import Decoder
+from tfs_decoder.hooks import run_with_cache
 from tfs_decoder.training.files import atomic_path
 
 if TYPE_CHECKING:
@@ -53,20 +53,21 @@ def token_label(text: str) -> str:
 
 
 def attention_patterns(
-    model: Decoder, tokens: Int[Tensor, "batch pos"], layer: int
+    model: nn.Module, tokens: Int[Tensor, "batch pos"], layer: int
 ) -> Float[Tensor, "batch head pos pos"]:
     """The attention pattern ``[batch, head, dest, src]`` of block ``layer`` for ``tokens``,
-    read from its hook point ``blocks.{layer}.attn.hook_pattern`` (no gradients).
+    read from its hook point ``blocks.{layer}.attn.hook_pattern`` (no gradients): a
+    :class:`~tfs_decoder.Decoder`, or any model whose ``blocks`` have such hook points.
 
     Raises:
-        ValueError: ``layer`` is not in ``[0, n_layers)``.
+        ValueError: ``layer`` is not in ``[0, n_layers)``, or the model has no such hook point.
     """
-    n_layers = len(model.blocks)
+    n_layers = len(getattr(model, "blocks", ()))
     if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < n_layers:
         raise ValueError(f"layer: expected an int in [0, {n_layers}), got {layer!r}")
     name = f"blocks.{layer}.attn.hook_pattern"
     with torch.no_grad():
-        _, cache = model.run_with_cache(tokens, names=[name])
+        _, cache = run_with_cache(model, tokens, names=[name])
     return cache[name]
 
 

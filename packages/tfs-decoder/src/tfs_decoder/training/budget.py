@@ -21,11 +21,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from tfs_decoder.decoder import Decoder
 from tfs_decoder.training.config import TrainConfig
 from tfs_decoder.training.device import autocast
+from tfs_decoder.training.evaluate import generate
 
 # Timed steps of the probe, after one untimed (allocations, torch.compile). A fixed count,
 # so that under DDP every rank runs the same collectives.
@@ -57,7 +57,7 @@ class Costs:
 
 def measure_costs(
     train_step: Callable[[int], object],
-    model: Decoder,
+    model: nn.Module,
     optimizer: torch.optim.Optimizer,
     val_batch: Tensor,
     *,
@@ -86,7 +86,8 @@ def measure_costs(
             model(val_batch.to(device))
             eval_batch_s = _now(device) - started
             started = _now(device)
-            model.generate(val_batch[:1, :1].to(device), PROBE_TOKENS)
+            # A validation window is n_ctx tokens long.
+            generate(model, val_batch[:1, :1].to(device), PROBE_TOKENS, n_ctx=val_batch.shape[1])
             token_s = (_now(device) - started) / PROBE_TOKENS
     finally:
         model.train()

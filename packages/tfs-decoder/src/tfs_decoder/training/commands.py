@@ -8,8 +8,9 @@ import math
 from pathlib import Path
 
 import torch
+from torch import nn
 
-from tfs_decoder.decoder import Decoder
+from tfs_decoder.hooks import hook_points
 from tfs_decoder.training import trainer
 from tfs_decoder.training.attention_plot import attention_patterns, plot_attention
 from tfs_decoder.training.batches import eval_windows, split_ids
@@ -17,8 +18,9 @@ from tfs_decoder.training.checkpoint import CONFIG_FILE, Checkpoint
 from tfs_decoder.training.corpus import load_text
 from tfs_decoder.training.device import autocast, resolve_device, resolve_dtype
 from tfs_decoder.training.errors import DataError, TfsError, UsageError
-from tfs_decoder.training.evaluate import evaluate
+from tfs_decoder.training.evaluate import evaluate, generate
 from tfs_decoder.training.flags import train_config_from_args, train_config_from_saved
+from tfs_decoder.training.learner import check_forward, learner_targets
 from tfs_decoder.training.load import load_model
 from tfs_decoder.training.tokenizer import Tokenizer, tail_chars, tokenizer_from_dict
 
@@ -36,11 +38,16 @@ def run_train(args: argparse.Namespace) -> int:
 
 def _load(
     checkpoint: str, device_name: str, dtype_name: str
-) -> tuple[Decoder, Tokenizer, Checkpoint, torch.device, torch.dtype | None]:
-    """The saved model on the device, its tokenizer, the checkpoint, device and dtype."""
+) -> tuple[nn.Module, Tokenizer, Checkpoint, torch.device, torch.dtype | None]:
+    """The saved model on the device, its tokenizer, the checkpoint, device and dtype. A
+    learner's module in it is run once on a small batch first (:mod:`.learner`)."""
     device = resolve_device(device_name)
     dtype = resolve_dtype(dtype_name, device)
     model, tokenizer_dict, saved = load_model(checkpoint, map_location=device)
+    check_forward(
+        model, saved.model_config, learner_targets(saved.train_config), device=device,
+        dtype=dtype, source=f"checkpoint {saved.path}",
+    )  # fmt: skip
     return model, tokenizer_from_dict(tokenizer_dict), saved, device, dtype
 
 
@@ -72,9 +79,11 @@ def run_sample(args: argparse.Namespace) -> int:
         generator.manual_seed(args.seed)
     tokens = torch.tensor([prompt_ids], dtype=torch.long, device=device)
     with autocast(device, dtype):
-        out = model.generate(
+        out = generate(
+            model,
             tokens,
             args.max_new_tokens,
+            n_ctx=saved.model_config.n_ctx,
             temperature=args.temperature,
             top_k=args.top_k,
             top_p=args.top_p,
@@ -149,6 +158,14 @@ def run_attention_plot(args: argparse.Namespace) -> int:
         raise UsageError(
             f"--prompt: expected at most n_ctx={n_ctx} tokens (the model's context), got "
             f"{len(prompt_ids)} tokens"
+        )
+    hook = f"blocks.{layer}.attn.hook_pattern"
+    if hook not in hook_points(model):  # a learner's attention or decoder
+        raise UsageError(
+            f"--checkpoint: expected a hook point {hook} to read the attention pattern from, "
+            f"got a {type(model).__name__} without it; give your attention "
+            "`self.hook_pattern = nn.Identity()` in __init__ and pass the pattern [batch, "
+            "head, dest, src] through it in forward: `pattern = self.hook_pattern(pattern)`"
         )
     tokens = torch.tensor([prompt_ids], dtype=torch.long, device=device)
     with autocast(device, dtype):

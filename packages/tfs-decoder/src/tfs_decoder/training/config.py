@@ -93,6 +93,10 @@ class TrainConfig:
         compile: wrap the model in ``torch.compile`` for training.
         attention_backend: ``"manual"`` (from scratch) or ``"sdpa"`` (torch's fused
             attention kernels; see :class:`~tfs_decoder.DecoderConfig`).
+        model: ``FILE.py:Class`` (or ``package.module:Class``), the learner's whole decoder,
+            trained instead of tfs's; ``attention``, ``mlp``, ``layernorm``: the learner's
+            component, in tfs's decoder instead of its own (see
+            :mod:`~tfs_decoder.training.learner`). ``None``: tfs's.
         resume: continue from the latest checkpoint in ``out``.
         val_fraction: the share of the token stream, from its end, kept for validation.
         grad_clip: clip the gradient's global norm to this; ``0`` disables clipping.
@@ -131,6 +135,10 @@ class TrainConfig:
     dtype: str = "auto"
     compile: bool = False
     attention_backend: str = "manual"
+    model: str | None = None
+    attention: str | None = None
+    mlp: str | None = None
+    layernorm: str | None = None
     resume: bool = False
     val_fraction: float = 0.1
     grad_clip: float = 1.0
@@ -195,9 +203,23 @@ class TrainConfig:
         if not (self.device in DEVICES or self.device.startswith("cuda:")):
             raise ConfigError(f"--device: expected one of {DEVICES}, got {self.device!r}")
         _check_choice("attention_backend", self.attention_backend, BACKENDS)
+        self._check_learner_modules()
         _check_choice("dtype", self.dtype, tuple(DTYPES))
         if not isinstance(self.sample_prompt, str):
             raise ConfigError(f"sample_prompt: expected a str, got {self.sample_prompt!r}")
+
+    def _check_learner_modules(self) -> None:
+        parts = {"attention": self.attention, "mlp": self.mlp, "layernorm": self.layernorm}
+        for name, target in {"model": self.model, **parts}.items():
+            if target is not None and not isinstance(target, str):
+                raise ConfigError(f"{_flag(name)}: expected a str FILE.py:Class, got {target!r}")
+        given = [f"{_flag(name)} {target}" for name, target in parts.items() if target]
+        if self.model is not None and given:
+            raise ConfigError(
+                f"--model: expected no --attention, --mlp or --layernorm with it (they go into "
+                f"tfs's decoder, --model replaces it), got --model {self.model} and "
+                + ", ".join(given)
+            )
 
     def budget_seconds(self) -> float | None:
         """The run's time budget in seconds, or ``None`` when it has none: ``time_budget``

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import torch
+from jaxtyping import Int
 from torch import Tensor, nn
 
+from tfs_attention import MultiHeadAttention
 from tfs_decoder.decoder import Decoder
+from tfs_decoder.generate import generate_tokens
 from tfs_decoder.loss import cross_entropy
 from tfs_decoder.training.device import autocast
 from tfs_decoder.training.distributed import DistInfo, all_reduce_sum
@@ -49,13 +52,40 @@ def evaluate(
         model.train(was_training)
 
 
+def generate(
+    model: nn.Module,
+    tokens: Int[Tensor, "batch pos"],
+    max_new_tokens: int,
+    *,
+    n_ctx: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
+) -> Int[Tensor, "batch total"]:
+    """``tokens`` continued by ``model`` (:func:`~tfs_decoder.generate.generate_tokens`):
+    through a key/value cache in tfs's :class:`~tfs_decoder.Decoder` with tfs's attention,
+    in full every step in a learner's decoder or attention, which keep no cache."""
+    if isinstance(model, Decoder):
+        cached = all(isinstance(block.attn, MultiHeadAttention) for block in model.blocks)
+        return model.generate(
+            tokens, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+            use_cache=cached, generator=generator,
+        )  # fmt: skip
+    return generate_tokens(
+        model, tokens, max_new_tokens, n_ctx=n_ctx, temperature=temperature, top_k=top_k,
+        top_p=top_p, generator=generator,
+    )  # fmt: skip
+
+
 def sample_text(
-    model: Decoder,
+    model: nn.Module,
     tokenizer: Tokenizer,
     *,
     prompt: str,
     n_tokens: int,
     seed: int,
+    n_ctx: int,
     device: torch.device,
     dtype: torch.dtype | None,
 ) -> str:
@@ -66,9 +96,11 @@ def sample_text(
     tokens = torch.tensor([prompt_ids], dtype=torch.long, device=device)
     generator = torch.Generator(device=device).manual_seed(seed)
     with autocast(device, dtype):
-        out = model.generate(
+        out = generate(
+            model,
             tokens,
             n_tokens,
+            n_ctx=n_ctx,
             temperature=SAMPLE_TEMPERATURE,
             top_k=min(SAMPLE_TOP_K, tokenizer.vocab_size),
             generator=generator,

@@ -135,6 +135,16 @@ TRAIN_FLAGS: list[tuple[str, dict[str, Any]]] = [
      "else fp32; fp32/float32: full precision; bf16/bfloat16: bfloat16 autocast")),
     ("attention_backend", dict(choices=list(BACKENDS), help="manual: attention from scratch; "
      "sdpa: torch's fused scaled_dot_product_attention (often faster on GPUs)")),
+    ("model", dict(metavar="FILE.py:CLASS", help="train your own whole decoder, built as "
+     "CLASS(config=DecoderConfig(...)) from these flags (see tfs exercise decoder); not with "
+     "--attention, --mlp or --layernorm")),
+    ("attention", dict(metavar="FILE.py:CLASS", help="your attention in every block of tfs's "
+     "decoder, built as CLASS(d_model=, n_heads=)")),
+    ("mlp", dict(metavar="FILE.py:CLASS", help="your MLP in every block of tfs's decoder, "
+     "built as CLASS(d_model=, d_mlp=)")),
+    ("layernorm", dict(metavar="FILE.py:CLASS", help="your LayerNorm for every LayerNorm of "
+     "tfs's decoder, built as CLASS(d_model=); checkpoints record each FILE's absolute path "
+     "and tfs sample/eval/attention-plot import it again")),
     ("compile", dict(action=argparse.BooleanOptionalAction, help="torch.compile the model "
      "(--no-compile turns off a preset's compile)")),
     ("resume", dict(action="store_true", help="continue the latest checkpoint in --out; "

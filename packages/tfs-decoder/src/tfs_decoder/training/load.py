@@ -15,7 +15,6 @@ import torch
 from torch import Tensor, nn
 
 from tfs_decoder.config import DecoderConfig
-from tfs_decoder.decoder import Decoder
 from tfs_decoder.training.checkpoint import (
     CHECKPOINT_FILES,
     CONFIG_FILE,
@@ -27,6 +26,7 @@ from tfs_decoder.training.checkpoint import (
     unwrap,
 )
 from tfs_decoder.training.errors import CheckpointError
+from tfs_decoder.training.learner import build_model, learner_targets
 
 
 def resolve_checkpoint_dir(path: str | os.PathLike[str]) -> Path:
@@ -117,8 +117,11 @@ def load_checkpoint(
 
 def load_model(
     path: str | os.PathLike[str], map_location: str | torch.device = "cpu"
-) -> tuple[Decoder, dict[str, Any], Checkpoint]:
-    """Rebuild the :class:`Decoder` saved at ``path`` (see :func:`load_checkpoint`).
+) -> tuple[nn.Module, dict[str, Any], Checkpoint]:
+    """Rebuild the model saved at ``path`` (see :func:`load_checkpoint`): a
+    :class:`~tfs_decoder.Decoder`, with the learner's parts its training settings name
+    imported again from their files, or the learner's whole decoder
+    (:mod:`~tfs_decoder.training.learner`).
 
     Returns:
         ``(model, tokenizer dict, checkpoint)``; the model is on ``map_location`` in eval mode.
@@ -126,9 +129,14 @@ def load_model(
     Raises:
         CheckpointError: as :func:`load_checkpoint`, or the weights do not fit the config
             (missing, unexpected or wrong-shape tensors, all listed).
+        UsageError: a learner's file or class is gone, or no longer builds.
     """
     checkpoint = load_checkpoint(path, map_location)
-    model = Decoder(checkpoint.model_config)
+    model = build_model(
+        checkpoint.model_config,
+        learner_targets(checkpoint.train_config),
+        source=f"checkpoint {checkpoint.path}",
+    )
     check_state_matches(model, checkpoint.model_state, checkpoint.path / MODEL_FILE)
     model.load_state_dict(checkpoint.model_state, strict=True)
     model.to(map_location)

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from tfs_decoder.config import DecoderConfig
-from tfs_decoder.decoder import Decoder
 from tfs_decoder.training.checkpoint import Checkpoint, set_rng_state
 from tfs_decoder.training.config import TrainConfig
 from tfs_decoder.training.errors import CheckpointError
+from tfs_decoder.training.learner import build_model, learner_targets
 from tfs_decoder.training.load import check_config_matches, check_state_matches
 from tfs_decoder.training.optim import build_optimizer
 
@@ -22,7 +24,9 @@ class RunState:
     """The trainable state of a run.
 
     Attributes:
-        model: the plain :class:`Decoder` on the run's device (never wrapped).
+        model: the plain model on the run's device (never wrapped): tfs's
+            :class:`~tfs_decoder.Decoder`, with the learner's parts the settings name, or
+            the learner's whole decoder (:mod:`~tfs_decoder.training.learner`).
         model_config: its config.
         optimizer: AdamW over its parameters.
         start_step: optimizer steps already taken (0, or the resumed checkpoint's step).
@@ -30,7 +34,7 @@ class RunState:
         resumed_from: the checkpoint directory resumed from, if any.
     """
 
-    model: Decoder
+    model: nn.Module
     model_config: DecoderConfig
     optimizer: torch.optim.AdamW
     start_step: int = 0
@@ -49,7 +53,7 @@ def build_state(
     """
     model_config = config.model_config(d_vocab)
     torch.manual_seed(config.seed)
-    model = Decoder(model_config)
+    model = build_model(model_config, learner_targets(dataclasses.asdict(config)))
     start_step, previous_elapsed = 0, 0.0
     optimizer_state: dict[str, Any] | None = None
     if checkpoint is not None:

@@ -7,7 +7,9 @@ One call of :func:`train` does the whole job:
    processes (``WORLD_SIZE > 1``: DDP, ``gloo`` on CPU, ``nccl`` on CUDA);
 2. loads the text, fits the tokenizer (or takes the checkpoint's on ``resume``), tokenises
    once and keeps the end of the id stream for validation (:mod:`~.data`);
-3. builds the :class:`~tfs_decoder.Decoder` and AdamW (weight decay on matrices only)
+3. builds the :class:`~tfs_decoder.Decoder` (with the learner's attention, MLP or
+   LayerNorm in it, or the learner's whole decoder instead, each run once on a small batch
+   before any step: :mod:`~.learner`) and AdamW (weight decay on matrices only)
    (:mod:`~.state`);
 4. fixes the step count: ``max_steps``, the resumed checkpoint's, or as many as fit in the
    time budget (:mod:`~.budget`), and derives the settings left at ``None`` from it;
@@ -43,6 +45,7 @@ Faults:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import sys
@@ -63,6 +66,12 @@ from tfs_decoder.training.distributed import DistInfo, broadcast_object, distrib
 from tfs_decoder.training.evaluate import evaluate, sample_text
 from tfs_decoder.training.files import write_text_atomic
 from tfs_decoder.training.interrupt import TrainingInterrupted
+from tfs_decoder.training.learner import (
+    absolute_targets,
+    check_forward,
+    describe,
+    learner_targets,
+)
 from tfs_decoder.training.load import load_checkpoint
 from tfs_decoder.training.loop import METRICS_FILE, Run, TrainingLoop, train_step
 from tfs_decoder.training.progress import ProgressBar, format_duration
@@ -134,6 +143,8 @@ def train(config: TrainConfig, *, progress: bool = True, stop_at: int | None = N
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config: expected a TrainConfig, got {type(config).__name__}")
     config.validate()
+    # The learner's files, wherever the run's checkpoints are used later (from every rank).
+    config = dataclasses.replace(config, **absolute_targets(dataclasses.asdict(config)))
     if stop_at is not None and not 0 <= stop_at <= (config.max_steps or stop_at):
         raise ValueError(
             f"stop_at: expected an int in [0, max_steps={config.max_steps}], got {stop_at}"
@@ -156,6 +167,8 @@ def _train(
     checkpoint = load_checkpoint(Path(config.out), map_location="cpu") if config.resume else None
     data = load_run_data(config, info, checkpoint)
     state = build_state(config, data.tokenizer.vocab_size, device, checkpoint)
+    learner = learner_targets(dataclasses.asdict(config))
+    check_forward(state.model, state.model_config, learner, device=device, dtype=dtype)
     saved_steps = _saved_max_steps(checkpoint)
     del checkpoint  # the weights now live in the model; free the copies
     ddp, train_model = _wrap(state.model, config, info, device)
@@ -261,6 +274,7 @@ def _describe(run: Run) -> str:
     count = f"{parameters / 1e6:.2f}M" if parameters >= 1_000_000 else f"{parameters:,}"
     dtype = "float32" if run.dtype is None else str(run.dtype).removeprefix("torch.")
     budget = f", time budget {config.time_budget:g} min" if config.time_budget else ""
+    learner = describe(learner_targets(dataclasses.asdict(config)))
     return (
         f"tfs train: {count} parameters ({config.n_layers} layers, d_model {config.d_model}, "
         f"{config.n_heads} heads, n_ctx {config.n_ctx}), vocab {data.tokenizer.vocab_size} "
@@ -268,6 +282,7 @@ def _describe(run: Run) -> str:
         f"val tokens, {run.device} {dtype}, {config.max_steps} steps{budget}"
         + (f", {run.info.world_size} processes" if run.info.enabled else "")
         + (f", resuming at step {run.state.start_step}" if run.state.start_step else "")
+        + (f", {learner}" if learner else "")
     )
 
 
@@ -282,7 +297,8 @@ def _finish(run: Run, loop: TrainingLoop, *, progress: bool) -> TrainResult:
         if config.sample_tokens > 0:
             sample = sample_text(
                 run.state.model, run.data.tokenizer, prompt=config.sample_prompt,
-                n_tokens=config.sample_tokens, seed=config.seed, device=run.device,
+                n_tokens=config.sample_tokens, seed=config.seed,
+                n_ctx=run.state.model_config.n_ctx, device=run.device,
                 dtype=run.dtype,
             )  # fmt: skip
             write_text_atomic(run.out / SAMPLE_FILE, sample)
