@@ -224,8 +224,8 @@ def _softmax_axis(subject: Subject) -> None:
     with torch.no_grad():
         out = _run(subject.load(subject.build(), weights), _x())
     expect_shape(out, (2, POS, D_MODEL), "output")
-    value = weights["b_V"].reshape(-1)
-    share = (out @ value) / (value @ value)  # [batch, pos]: how many b_V each position got
+    value = weights["b_V"].reshape(-1).double()
+    share = (out.double() @ value) / (value @ value)  # [batch, pos]: how many b_V each position got
     worst = (share - 1).abs().amax(dim=0).nan_to_num(math.inf)
     if not float(worst.max()) < 1e-4:
         at = int(worst.argmax())

@@ -533,7 +533,7 @@ def _keywords(kwargs: Mapping[str, Any]) -> str:
 def _source_file(cls: object) -> str | None:
     try:
         return inspect.getsourcefile(cls)  # type: ignore[arg-type]
-    except TypeError:
+    except (TypeError, OSError):  # a builtin, or a class typed at the prompt
         return None
 
 
