@@ -203,6 +203,7 @@ def test_resumed_optimizer_continues_exactly(tmp_path: Path) -> None:
         state={"optimizer": optimizer.state_dict()},
     )
     resumed, _, checkpoint = load_model(tmp_path)
+    assert isinstance(resumed, Decoder)  # no learner's module in the saved settings
     resumed.train()
     resumed_optimizer = torch.optim.AdamW(resumed.parameters(), lr=1e-2, betas=(0.9, 0.95))
     resumed_optimizer.load_state_dict(checkpoint.state["optimizer"])
