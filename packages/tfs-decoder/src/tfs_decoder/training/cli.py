@@ -1,14 +1,16 @@
 """The ``tfs`` command: ``tfs train``, ``tfs sample``, ``tfs eval``, ``tfs attention-plot``,
 ``tfs exercise`` and ``tfs check``.
 
-``tfs train`` with no arguments trains the ``cpu`` preset (an 8-layer character-level model)
-on the built-in corpus; ``--preset NAME`` starts from another preset and every other flag
-overrides one setting of it (a field of :class:`~tfs_decoder.training.config.TrainConfig`,
-``--d-model`` is ``d_model``). ``tfs sample`` continues a prompt with a saved model,
-``tfs eval`` measures its validation loss, ``tfs attention-plot`` draws one layer's
-attention patterns for a prompt as a PNG (one heatmap per head). ``tfs exercise`` writes a
-starting file for one component, ``tfs check`` runs tfs's checks of that component on a
-learner's class (:mod:`tfs_decoder.training.exercise`).
+``tfs train`` with no arguments trains the ``cpu`` preset (an 8-layer character-level
+model) on the built-in corpus; ``--preset NAME`` starts from another preset and every other
+flag overrides one setting of it (a field of
+:class:`~tfs_decoder.training.config.TrainConfig`, ``--d-model`` is ``d_model``);
+``--model``, ``--attention``, ``--mlp`` and ``--layernorm FILE.py:Class`` train the
+learner's own classes (:mod:`tfs_decoder.training.learner`). ``tfs sample`` continues a
+prompt with a saved model, ``tfs eval`` measures its validation loss,
+``tfs attention-plot`` draws one layer's attention patterns for a prompt as a PNG (one heatmap
+per head). ``tfs exercise`` writes a starting file for one component, ``tfs check`` runs
+tfs's checks of that component on a learner's class (:mod:`tfs_decoder.training.exercise`).
 
 A mistake the user can fix (a flag, a data file, a checkpoint: every
 :class:`~tfs_decoder.training.errors.TfsError`) ends the command with one line
@@ -87,7 +89,9 @@ def _add_train(subparsers: Any) -> None:
         description=(
             f"Train a decoder. Settings start from --preset (default {DEFAULT_PRESET}); each "
             "flag given overrides one of them. Writes checkpoints, metrics.jsonl, loss.png "
-            "and sample.txt into --out. Under torchrun (torchrun --nproc_per_node=N -m "
+            "and sample.txt into --out. --model, --attention, --mlp and --layernorm "
+            "FILE.py:CLASS train your own classes (see tfs exercise), each run once on a small "
+            "batch before the first step. Under torchrun (torchrun --nproc_per_node=N -m "
             "tfs_decoder train ...) it trains with DDP."
         ),
     )
