@@ -110,9 +110,7 @@ def build_model(
         return lambda c: _construct(name, classes[name], c, source)
 
     if "model" in classes:
-        model = make("model")
-        assert model is not None
-        return model(config)
+        return _construct("model", classes["model"], config, source)
     decoder = Decoder(config, make_attn=make("attention"), make_mlp=make("mlp"))
     make_ln = make("layernorm")
     if make_ln is not None:
