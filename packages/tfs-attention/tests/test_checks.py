@@ -13,7 +13,8 @@ import torch
 from torch import Tensor, nn
 
 from tfs_attention import MultiHeadAttention
-from tfs_attention.checks import check_attention
+from tfs_attention._checking import Subject, run_checks
+from tfs_attention.checks import CONTRACT, check_attention
 
 
 class PlainAttention(nn.Module):
@@ -45,6 +46,8 @@ class PlainAttention(nn.Module):
         if not bug("no_b_V"):
             v = v + bias
         scale = {"sqrt": math.sqrt(self.d_head), "d_head": self.d_head}[bug("scale", "sqrt")]
+        if bug("k_q"):
+            q, k = k, q
         scores = torch.einsum("bqhd,bkhd->bhqk", q, k) / scale
         if self.causal:
             pos = x.shape[1]
@@ -52,7 +55,9 @@ class PlainAttention(nn.Module):
             scores = scores.masked_fill(hidden, -1e5)
         pattern = scores.softmax(dim=bug("softmax_dim", -1))
         z = torch.einsum("bhqk,bkhd->bqhd", pattern, v)
-        out = torch.einsum("bqhd,hdm->bqm", z, self.W_O)
+        out = torch.einsum("bqhd,hdm->bqm", z, self.W_O) / (z.shape[2] if bug("mean") else 1)
+        if bug("raise_"):
+            raise RuntimeError("my own mistake")
         return out if bug("no_b_O") else out + self.b_O
 
 
@@ -70,6 +75,8 @@ PLANTED = [
     ("no b_O", {"no_b_O": True}, "every weight and bias used", "b_O is never used", "b_O is"),
     ("no b_V", {"no_b_V": True}, "every weight and bias used", "b_V is never used", "b_V is"),
     ("keys and values swapped", {"swap_kv": True}, "values and heads", "from W_V", "swapped"),
+    ("heads averaged", {"mean": True}, "values and heads", "heads are summed", "averaged"),
+    ("scores k q^T", {"k_q": True}, "scale", "not k @ q^T", "k q^T"),
 ]
 
 
@@ -110,3 +117,34 @@ def test_check_attention_leaves_the_global_generator_alone() -> None:
     torch.manual_seed(5)
     check_attention(MultiHeadAttention, learning=False)
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_averaged_heads_skip_the_probes_that_would_blame_scale_and_softmax() -> None:
+    """The issue's report: averaged heads failed 'scale' and 'softmax axis', both right."""
+    report = str(check_attention(_planted(mean=True), learning=False))
+    assert "SKIP  softmax axis (depends on: values and heads)" in report
+    assert "SKIP  scale (depends on: values and heads, softmax axis)" in report
+    assert "SKIP  gradients (depends on: same as tfs)" in report
+    assert "FAIL  scale" not in report
+    assert "look for a .detach()" not in report
+
+
+def test_an_exception_in_the_learners_forward_is_shown_once() -> None:
+    report = check_attention(_planted(raise_=True), learning=False)
+    text = str(report)
+    assert text.count("RuntimeError: my own mistake") == 1, text
+    assert text.count(f"{__file__}:") == 1, text  # their file and line, once
+    assert "raised the same RuntimeError as 'shapes and dtypes'" in text
+    assert "ERROR" not in text
+
+
+def test_an_exception_in_a_checks_own_code_is_an_error_not_the_learners() -> None:
+    def broken(subject: Subject) -> None:
+        _ = 1 / 0
+
+    report = run_checks("attention", MultiHeadAttention, CONTRACT, [("broken", broken)])
+    (result,) = [r for r in report.results if r.name == "broken"]
+    assert result.status == "error"
+    assert "ZeroDivisionError" in result.message
+    assert "a bug in tfs's checks, not in your code" in result.message
+    assert not report.ok

@@ -351,11 +351,17 @@ def check_attention(cls: Callable[..., nn.Module], *, learning: bool = True) -> 
     The checks: parameter names and shapes (``W_Q/W_K/W_V [head, d_model, d_head]``,
     ``W_O [head, d_head, d_model]``, ``b_Q/b_K/b_V [head, d_head]``, ``b_O [d_model]``);
     shapes and dtypes; the output equal to tfs's ``MultiHeadAttention`` under the same
-    weights (within 1e-5, float32); the causal mask (no future source changes a
-    destination, every destination sees itself) and ``causal=False``; the ``1/sqrt(d_head)``
-    scale; the softmax axis; keys and values from their own weights; every weight and bias
-    used; gradients equal to tfs's; and, unless ``learning=False``, the learning check: a
-    layer that must move a value between positions learns to (about 1 s).
+    weights (within 1e-5, float32); values and heads (at one position the output is
+    ``sum_h (x W_V[h] + b_V[h]) W_O[h] + b_O``); the causal mask (no future source changes
+    a destination, every destination sees itself) and ``causal=False``; the softmax axis;
+    the ``1/sqrt(d_head)`` scale; keys and values from their own weights; every weight and
+    bias used; gradients equal to tfs's; and, unless ``learning=False``, the learning
+    check: a layer that must move a value between positions learns to (about 1 s).
+
+    A check that reads its concept through another is skipped when that one failed
+    (``SKIP  scale (depends on: softmax axis)``). When the class computes one of the known
+    mistakes of :mod:`tfs_attention.mistakes` under tfs's weights, the report's first line
+    after the header names it: ``MISTAKE  the heads' outputs are averaged; ...``.
     """
     checks = CHECKS + (LEARNING if learning else [])
     return run_checks("attention", cls, CONTRACT, checks, needs=NEEDS, catalogue=CATALOGUE)
