@@ -2,12 +2,14 @@
 ``forward``, then broken by random mutations (an operator, an axis, a constant, a line
 removed, what comes back), and checked with ``tfs check``. A learner's code may raise and
 return anything; the checks may fail it but never crash, and never report an error of
-their own (an ``ERROR`` line)."""
+their own (an ``ERROR`` line). The nine completed files also make one decoder of the
+learner's own classes, which passes ``tfs check decoder``."""
 
 from __future__ import annotations
 
 import random
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -105,6 +107,41 @@ def test_the_completed_starting_file_passes(
     target = _learner_file(component, SOLUTIONS[component.name], tmp_path)
     capsys.readouterr()
     assert main(["check", component.name, target, "--no-learning"]) == 0, capsys.readouterr()
+
+
+OWN = {  # the decoder's starting file imports tfs's classes; a learner swaps in their own
+    "from tfs_attention import MultiHeadAttention": "from attention import MultiHeadAttention",
+    "from tfs_decoder import DecoderConfig, LayerNorm, ResidualBlock": (
+        "from block import ResidualBlock\nfrom layernorm import LayerNorm\n"
+        "from tfs_decoder import DecoderConfig"
+    ),
+    "from tfs_embeddings import Embed, LearnedPositionalEmbedding, Unembed": (
+        "from embed import Embed\nfrom pos_embed import LearnedPositionalEmbedding\n"
+        "from unembed import Unembed"
+    ),
+    "from tfs_mlp import MLP": "from mlp import MLP",
+}
+
+
+def test_the_completed_files_make_a_decoder_that_reverses(
+    tmp_path: Path, capsys: Capture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Hilton's test of the mask on a decoder built from the learner's own classes: it
+    learns the reversed half and stays at chance on the first (the learning check)."""
+    for component in COMPONENTS:
+        monkeypatch.delitem(sys.modules, component.template.removesuffix(".py"), raising=False)
+        _learner_file(component, SOLUTIONS[component.name], tmp_path)
+    decoder = tmp_path / "decoder.py"
+    text = decoder.read_text()
+    for tfs_import, own in OWN.items():
+        assert tfs_import in text
+        text = text.replace(tfs_import, own)
+    decoder.write_text(text)
+    capsys.readouterr()
+    status = main(["check", "decoder", f"{decoder}:Decoder"])
+    report = capsys.readouterr().out
+    assert status == 0, report
+    assert "PASS  learning: sequence reversal" in report
 
 
 @pytest.mark.parametrize("component", COMPONENTS, ids=[c.name for c in COMPONENTS])

@@ -38,7 +38,7 @@ class Decoder(nn.Module):
             ResidualBlock(
                 c.d_model,
                 MultiHeadAttention(c.d_model, c.n_heads, c.d_head),
-                MLP(c.d_model, c.d_mlp, c.activation),
+                MLP(c.d_model, c.d_mlp),
                 eps=c.ln_eps,
             )
             for _ in range(c.n_layers)
