@@ -274,7 +274,7 @@ def check_same(got: Tensor, want: Tensor, tolerance: float, what: str = "the out
             gap = (got.detach() - want.detach()).abs().transpose(0, 1).flatten(1).amax(dim=1)
             where = f"largest at position {int(gap.nan_to_num(math.inf).argmax())}; "
         raise CheckFailed(
-            f"under the same weights {what} differs from tfs's by up to {difference:.3g} "
+            f"under the same weights {what} and tfs's differ by up to {difference:.3g} "
             f"({where}tolerance {tolerance:g})"
         )
 
