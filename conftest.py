@@ -211,6 +211,17 @@ def _expect_failure(report: Any, check: str, words: str) -> None:
     assert words in failed[check], f"{check}: {failed[check]!r} does not say {words!r}"
 
 
+def _expect_named(report: Any, words: str | None) -> None:
+    """A planted bug's report names a known mistake with ``words`` on the line after the
+    header, or, with ``words=None``, names none."""
+    second = str(report).splitlines()[1]
+    if words is None:
+        assert report.mistake is None, str(report)
+    else:
+        assert second.startswith("MISTAKE"), str(report)
+        assert words in second, str(report)
+
+
 def _computing(base: Any, formula: Any) -> Any:
     """A class built as ``base`` (tfs's, so with its parameters) whose forward computes
     ``formula`` under its own weights; for a function ``base``, a function."""
@@ -282,6 +293,12 @@ def expect_failure() -> Callable[..., None]:
 def float64_params() -> Callable[..., dict[str, Tensor]]:
     """:func:`_float64_params`, for the tests of any package."""
     return _float64_params
+
+
+@pytest.fixture
+def expect_named() -> Callable[..., None]:
+    """:func:`_expect_named`, for the planted-bug tables of every package."""
+    return _expect_named
 
 
 @pytest.fixture
