@@ -45,7 +45,11 @@ class PlainAttention(nn.Module):
         v = torch.einsum("bpm,hmd->bphd", x, weight)
         if not bug("no_b_V"):
             v = v + bias
-        scale = {"sqrt": math.sqrt(self.d_head), "d_head": self.d_head}[bug("scale", "sqrt")]
+        scale = {
+            "sqrt": math.sqrt(self.d_head),
+            "d_head": self.d_head,
+            "from d_model": math.sqrt(x.shape[-1] // q.shape[2]),  # right only if d_head = that
+        }[bug("scale", "sqrt")]
         if bug("k_q"):
             q, k = k, q
         scores = torch.einsum("bqhd,bkhd->bhqk", q, k) / scale
@@ -76,6 +80,7 @@ PLANTED = [
     ("no b_V", {"no_b_V": True}, "every weight and bias used", "b_V is never used", "b_V is"),
     ("keys and values swapped", {"swap_kv": True}, "values and heads", "from W_V", "swapped"),
     ("heads averaged", {"mean": True}, "values and heads", "heads are summed", "averaged"),
+    ("scale from d_model", {"scale": "from d_model"}, "same as tfs", "n_heads=4, d_head=4", None),
     ("scores k q^T", {"k_q": True}, "scale", "not k @ q^T", "k q^T"),
 ]
 

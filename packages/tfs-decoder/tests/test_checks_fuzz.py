@@ -63,6 +63,7 @@ SWAPS = [
 RETURNS = [
     "None", "({},)", "({}).int()", "({}).detach()", "({})[..., :1]", "({}) * float('nan')",
     "({}).double()", "({}).unsqueeze(0)", "({}).sum()", "({}).tolist()", "({}).requires_grad_()",
+    "({})[0]",
 ]  # fmt: skip
 MUTANTS = 6
 

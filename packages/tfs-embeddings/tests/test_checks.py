@@ -30,7 +30,9 @@ class PlainEmbed(nn.Module):
         d_vocab, d_model = self.W_E.shape
         if self.bugs.get("modulo"):
             tokens = tokens % d_model
-        one_hot = F.one_hot(tokens, d_vocab).to(self.W_E.dtype)
+        # Without num_classes the one-hot is as wide as the largest id present plus one.
+        classes = -1 if self.bugs.get("one_hot_by_ids") else d_vocab
+        one_hot = F.one_hot(tokens, classes).to(self.W_E.dtype)
         # The linear-layer habit of weights stored [out, in] reads columns instead of rows.
         return one_hot @ (self.W_E.T if self.bugs.get("transposed") else self.W_E)
 
@@ -66,7 +68,8 @@ class PlainPosEmbed(nn.Module):
             return self.W_pos[tokens]
         batch, pos = tokens.shape
         first = 0 if self.bugs.get("ignore_offset") else offset
-        return self.W_pos[torch.arange(first, first + pos)].repeat(batch, 1, 1)
+        rows = self.W_pos[torch.arange(first, first + pos)]
+        return rows if self.bugs.get("no_batch") else rows.repeat(batch, 1, 1)
 
 
 CHECK: dict[type[nn.Module], Callable[..., Report]] = {
@@ -83,6 +86,22 @@ def _planted(base: type[nn.Module], **bugs: Any) -> type[nn.Module]:
 PLANTED = [
     # (bug, component, switches, the check that must fail, words its message must contain,
     # the mistake named first, if one of the catalogue's)
+    (
+        "embed: one-hot without num_classes",
+        PlainEmbed,
+        {"one_hot_by_ids": True},
+        "same as tfs",
+        "cannot be multiplied",
+        None,
+    ),
+    (
+        "pos-embed: no batch axis",
+        PlainPosEmbed,
+        {"no_batch": True},
+        "independent of tokens",
+        "expected shape [2, 6, 12], got [6, 12]",
+        None,
+    ),
     (
         "embed: columns of W_E",
         PlainEmbed,

@@ -192,6 +192,11 @@ class Subject:
         own = dict(module.named_parameters())
         with torch.no_grad():
             for name, value in weights.items():
+                if own[name].shape != value.shape:
+                    raise CheckFailed(
+                        f"{name} has shape {list(own[name].shape)} where tfs's has "
+                        f"{list(value.shape)} — use the sizes the constructor is given"
+                    )
                 own[name].copy_(value)
         return module
 
@@ -463,12 +468,20 @@ def _diagnose(catalogue: Catalogue, subject: Subject, report: Report) -> type[Fo
     return found[0] if found else None
 
 
+def gap(got: Tensor, want: Tensor) -> float:
+    """``max |got - want|`` relative to ``want``'s size (at least 1), where a NaN in both at
+    the same place counts as equal (a mistake may give NaN, as -inf in every softmax slot
+    does); infinite when the shapes differ."""
+    if got.shape != want.shape:
+        return math.inf
+    both = got.isnan() & want.isnan()
+    difference = (got.detach().double() - want.detach().double()).abs().masked_fill(both, 0.0)
+    size = want.detach().double().nan_to_num(0.0, 0.0, 0.0).abs().max() if want.numel() else 0
+    return float(difference.nan_to_num(math.inf).max()) / max(1.0, float(size))
+
+
 def _same_outputs(got: Sequence[Tensor], want: Sequence[Tensor], tolerance: float) -> bool:
-    return all(
-        g.shape == w.shape
-        and max_difference(g, w, "output") <= tolerance * max(1.0, float(w.abs().max()))
-        for g, w in zip(got, want, strict=True)
-    )
+    return all(gap(g, w) <= tolerance for g, w in zip(got, want, strict=True))
 
 
 def _run_one(name: str, check: Check, subject: Subject, *, quiet: bool = False) -> CheckResult:

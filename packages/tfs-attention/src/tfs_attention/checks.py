@@ -90,9 +90,16 @@ def _shapes(subject: Subject) -> None:
 
 
 def _same_as_tfs(subject: Subject) -> None:
+    """Under tfs's sizes, and with ``d_head`` given apart from ``d_model / n_heads`` (where
+    a scale or a reshape computed from ``d_model`` shows)."""
     weights, x = _weights(), _x()
     got = _run(subject.load(subject.build(), weights), x)
     check_same(got, _reference(weights)(x), TOLERANCE)
+    reference = MultiHeadAttention(D_MODEL, n_heads=4, d_head=4)
+    weights = random_weights({n: tuple(w.shape) for n, w in reference.named_parameters()}, 1)
+    reference.load_state_dict(weights)
+    got = _run(subject.load(subject.build(n_heads=4, d_head=4), weights), x)
+    check_same(got, reference(x), TOLERANCE, "with n_heads=4, d_head=4 the output")
 
 
 def _values_and_heads(subject: Subject) -> None:
@@ -184,7 +191,7 @@ def _scale(subject: Subject) -> None:
     with torch.no_grad():
         out = _run(subject.load(subject.build(), weights), x)
     expect_shape(out, x.shape, "output")
-    weight = float(out[0, 1, 0])
+    weight = float(out.detach()[0, 1, 0])
     if not 0.0 < weight < 1.0:
         raise CheckFailed(
             f"a destination choosing between two sources gave weight {weight:.4g}, "
@@ -225,7 +232,9 @@ def _softmax_axis(subject: Subject) -> None:
         out = _run(subject.load(subject.build(), weights), _x())
     expect_shape(out, (2, POS, D_MODEL), "output")
     value = weights["b_V"].reshape(-1).double()
-    share = (out.double() @ value) / (value @ value)  # [batch, pos]: how many b_V each position got
+    share = (out.detach().double() @ value) / (
+        value @ value
+    )  # [batch, pos]: how many b_V each position got
     worst = (share - 1).abs().amax(dim=0).nan_to_num(math.inf)
     if not float(worst.max()) < 1e-4:
         at = int(worst.argmax())

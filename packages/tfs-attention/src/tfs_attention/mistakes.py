@@ -103,6 +103,22 @@ class SoftmaxOverDestinations(Attention):
         return scores.softmax(dim=-2)
 
 
+class SoftmaxOverHeads(Attention):
+    says = "the softmax is taken over heads (dim=1), not over source positions"
+    fix = "each head's row of scores gets its own softmax over sources: softmax(dim=-1)"
+
+    def softmax(self, scores: Scores) -> Scores:
+        return scores.softmax(dim=1)
+
+
+class PatternTransposed(Attention):
+    says = "the pattern is applied transposed: z[src] sums pattern[dest, src] v[dest]"
+    fix = "z[dest] = sum_src pattern[dest, src] v[src]: pattern @ v"
+
+    def z(self, pattern: Scores, v: Heads) -> Heads:
+        return pattern.transpose(-1, -2) @ v
+
+
 class NotScaled(Attention):
     says = "the scores are not scaled"
     fix = "divide q k^T by sqrt(d_head)"
@@ -213,6 +229,8 @@ MISTAKES: list[type[Attention]] = [
     MaskHidesThePast,
     MaskLetsNextThrough,
     SoftmaxOverDestinations,
+    SoftmaxOverHeads,
+    PatternTransposed,
     NotScaled,
     ScaledByDHead,
     ScaledByDModel,

@@ -55,7 +55,7 @@ def _tokens(seed: int = 1, batch: int = 2, pos: int = POS) -> Tensor:
 
 def _run(module: nn.Module, tokens: Tensor) -> Tensor:
     with torch.no_grad():
-        return output(module(tokens))
+        return output(module(tokens)).detach()
 
 
 def _reference(weights: dict[str, Tensor]) -> Decoder:

@@ -73,6 +73,14 @@ class MeanNotSubtracted(LayerNorm):
         return self.scale(x / self.spread(x))
 
 
+class VarianceNotCentred(LayerNorm):
+    says = "the variance is the mean of x^2, not of (x - mean)^2"
+    fix = "var = mean((x - mean)^2): the deviations from the mean, squared"
+
+    def variance(self, x: Tensor) -> Tensor:
+        return x.square().mean(dim=-1, keepdim=True)
+
+
 class RootMeanSquare(LayerNorm):
     says = "x is divided by its root mean square, with no mean anywhere (that is RMSNorm)"
     fix = "centre first: (x - mean) / sqrt(mean((x - mean)^2) + eps)"
@@ -133,6 +141,7 @@ MISTAKES: list[type[LayerNorm]] = [
     NoEps,
     NoSquareRoot,
     MeanNotSubtracted,
+    VarianceNotCentred,
     RootMeanSquare,
     OverPositions,
     OverPositionsAndFeatures,

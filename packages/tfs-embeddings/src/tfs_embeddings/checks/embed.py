@@ -62,9 +62,14 @@ def _embed_shapes(subject: Subject) -> None:
 
 
 def _embed_same_as_tfs(subject: Subject) -> None:
-    tokens = _tokens(D_VOCAB)
-    got = output(_loaded(subject, EMBED)(tokens))
-    check_same(got, _reference(Embed, EMBED)(tokens), TOLERANCE)
+    """On random ids, and on ids below ``d_vocab / 2`` (where a one-hot sized by the
+    largest id present, not by ``d_vocab``, shows)."""
+    for high in (D_VOCAB, D_VOCAB // 2):
+        tokens = _tokens(high)
+        got = output(_loaded(subject, EMBED)(tokens))
+        check_same(
+            got, _reference(Embed, EMBED)(tokens), TOLERANCE, f"for ids below {high} the output"
+        )
 
 
 def _lookup(subject: Subject) -> None:

@@ -81,6 +81,7 @@ def _independent_of_tokens(subject: Subject) -> None:
     with torch.no_grad():
         first = output(module(_tokens(N_CTX, seed=1)))
         second = output(module(_tokens(N_CTX, seed=2)))
+    expect_shape(first, (2, POS, D_MODEL), "output for tokens [batch, pos]")
     max_difference(second, first, "output")
     moved = (second - first).detach().abs().amax(dim=(0, 2)).nan_to_num(math.inf)
     if not float(moved.max()) <= TOLERANCE:
