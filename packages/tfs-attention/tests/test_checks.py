@@ -151,3 +151,19 @@ def test_an_exception_in_a_checks_own_code_is_an_error_not_the_learners() -> Non
     assert "ZeroDivisionError" in result.message
     assert "a bug in tfs's checks, not in your code" in result.message
     assert not report.ok
+
+
+def test_the_checks_run_on_one_thread_and_leave_the_count_alone() -> None:
+    seen: list[int] = []
+
+    def count(subject: Subject) -> None:
+        seen.append(torch.get_num_threads())
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        run_checks("attention", MultiHeadAttention, CONTRACT, [("threads", count)])
+        assert seen == [1]
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
