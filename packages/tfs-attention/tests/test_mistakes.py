@@ -28,6 +28,7 @@ def test_every_mistake_is_told_apart(expect_told_apart: Callable[..., None]) -> 
     expect_told_apart(CATALOGUE)
 
 
+@pytest.mark.usefixtures("without_runtime_type_checks")
 @pytest.mark.parametrize("mistake", MISTAKES, ids=[m.__name__ for m in MISTAKES])
 def test_each_mistake_is_named(
     mistake: type[Attention], expect_mistake_named: Callable[..., None]

@@ -47,6 +47,7 @@ def test_tfs_matches_no_mistake_and_they_are_told_apart(
     expect_told_apart(module.CATALOGUE)
 
 
+@pytest.mark.usefixtures("without_runtime_type_checks")
 @pytest.mark.parametrize(("check", "base", "mistake"), CASES, ids=[c[2].__name__ for c in CASES])
 def test_each_mistake_is_named(
     check: Callable[..., Any], base: Any, mistake: Any, expect_mistake_named: Callable[..., None]

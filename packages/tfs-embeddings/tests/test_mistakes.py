@@ -58,6 +58,7 @@ def test_every_mistake_is_told_apart(name: str, expect_told_apart: Callable[...,
     expect_told_apart(COMPONENTS[name][2])
 
 
+@pytest.mark.usefixtures("without_runtime_type_checks")
 @pytest.mark.parametrize(("name", "mistake"), NAMED, ids=[f"{n}-{m.__name__}" for n, m in NAMED])
 def test_each_mistake_is_named(
     name: str, mistake: type[Formula], expect_mistake_named: Callable[..., None]
