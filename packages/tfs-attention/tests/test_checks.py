@@ -97,6 +97,7 @@ def test_the_plain_attention_passes_every_check() -> None:
     assert report.ok, str(report)
 
 
+@pytest.mark.usefixtures("without_runtime_type_checks")
 @pytest.mark.parametrize(
     ("bug", "switches", "check", "words", "named"), PLANTED, ids=[p[0] for p in PLANTED]
 )

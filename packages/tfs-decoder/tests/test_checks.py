@@ -267,6 +267,7 @@ def test_the_plain_versions_pass_every_check(check: Callable[..., Report], targe
     assert report.ok, str(report)
 
 
+@pytest.mark.usefixtures("without_runtime_type_checks")
 @pytest.mark.parametrize(("bug", "run", "check", "words"), PLANTED, ids=[p[0] for p in PLANTED])
 def test_planted_bug_fails_the_check_that_names_it(
     bug: str, run: Callable[[], Report], check: str, words: str, expect_failure: Callable[..., None]

@@ -18,6 +18,8 @@ from tfs_decoder.training.cli import main
 from tfs_decoder.training.exercise import COMPONENTS, Component
 
 Capture = pytest.CaptureFixture[str]
+# Learner files are not type-checked, and tfs's checks run here over a hundred times.
+pytestmark = pytest.mark.usefixtures("without_runtime_type_checks")
 
 SOLUTIONS = {
     "layernorm": """
@@ -124,7 +126,6 @@ OWN = {  # the decoder's starting file imports tfs's classes; a learner swaps in
 }
 
 
-@pytest.mark.usefixtures("without_runtime_type_checks")
 def test_the_completed_files_make_a_decoder_that_reverses(
     tmp_path: Path, capsys: Capture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -147,7 +148,6 @@ def test_the_completed_files_make_a_decoder_that_reverses(
     assert "PASS  learning: sequence reversal" in report
 
 
-@pytest.mark.usefixtures("without_runtime_type_checks")
 @pytest.mark.parametrize("component", COMPONENTS, ids=[c.name for c in COMPONENTS])
 def test_no_mutant_crashes_a_check(component: Component, tmp_path: Path, capsys: Capture) -> None:
     rng = random.Random(component.name)

@@ -175,6 +175,7 @@ def test_the_plain_component_passes_every_check(cls: type[nn.Module]) -> None:
     assert report.ok, str(report)
 
 
+@pytest.mark.usefixtures("without_runtime_type_checks")
 @pytest.mark.parametrize(
     ("bug", "base", "switches", "check", "words", "named"), PLANTED, ids=[p[0] for p in PLANTED]
 )
