@@ -107,7 +107,9 @@ class Report:
 
     ``ok`` is true when the class could be built and every check passed; ``str(report)``
     is one line per check. ``construction_error`` is set when the class could not be
-    built with tfs's constructor keywords, and then no check ran.
+    built with tfs's constructor keywords, and then no check ran. ``mistake`` is the known
+    mistake (a :class:`Formula`) the class computes under tfs's weights, if one matched:
+    ``str(report)`` names it, with its fix, on the line after the header.
     """
 
     component: str
@@ -407,7 +409,7 @@ def run_checks(
     """
     subject = Subject(cls, contract)
     report = Report(component, getattr(cls, "__qualname__", repr(cls)))
-    with _rng_kept():
+    with _torch_settings_kept():
         if contract is not None:
             try:
                 subject.build()
@@ -524,7 +526,7 @@ def _bug(error: BaseException) -> str:
 
 
 @contextmanager
-def _rng_kept() -> Iterator[None]:
+def _torch_settings_kept() -> Iterator[None]:
     """The checks seed torch's global generator; the caller's stream is left as it was.
     They run on one intra-op thread: their models are tiny, and a second thread waiting on
     a core that something else holds made ``check_decoder`` 8x slower (56 s against 7 s
