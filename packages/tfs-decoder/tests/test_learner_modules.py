@@ -20,6 +20,10 @@ import pytest
 from tfs_decoder.training.cli import main
 from tfs_decoder.training.trainer import TrainConfig, train
 
+# tfs's own forwards are shape-checked by their own tests; here they run beside learner
+# code that is not, and the checks would only slow the runs down.
+pytestmark = pytest.mark.usefixtures("without_runtime_type_checks")
+
 Capture = pytest.CaptureFixture[str]
 
 LEARNER = """

@@ -24,6 +24,10 @@ from tfs_decoder.checks import decoder as decoder_checks
 from tfs_decoder.checks.locate import first_difference
 from tfs_mlp import MLP
 
+# tfs's own forwards are shape-checked by their own tests; here they run beside learner
+# code that is not, and the checks would only slow the runs down.
+pytestmark = pytest.mark.usefixtures("without_runtime_type_checks")
+
 CONFIG = decoder_checks.CONFIG
 TOLERANCE = decoder_checks.TOLERANCE
 Bugs = frozenset[str]
