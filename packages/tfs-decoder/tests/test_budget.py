@@ -102,8 +102,14 @@ def test_the_deadline_ends_a_run_early_with_a_checkpoint(tmp_path: Path) -> None
 
 
 def test_no_step_fits_in_a_tiny_budget(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"--time-budget: expected enough minutes for one step"):
+    """The refusal says what the budget keeps besides the step: the closing evaluation and
+    sample, and what to change."""
+    with pytest.raises(
+        ConfigError, match=r"--time-budget: expected enough minutes for one step"
+    ) as refused:
         train(small_run(tmp_path, "tiny", time_budget=0.001), progress=False)
+    assert "-token sample about" in str(refused.value)
+    assert "or fewer --sample-tokens" in str(refused.value)
 
 
 def test_no_budget_and_no_step_count_is_refused(tmp_path: Path) -> None:

@@ -94,24 +94,25 @@ def measure_costs(
     return Costs(step_s, eval_batch_s, token_s)
 
 
+def run_seconds(n: int, costs: Costs, config: TrainConfig) -> float:
+    """The seconds of ``n`` steps, their evaluations (the ``eval_interval`` and
+    ``eval_steps`` :meth:`TrainConfig.resolved` derives for ``n``) and the closing sample."""
+    resolved = config.resolved(n)
+    assert resolved.eval_interval is not None
+    assert resolved.eval_steps is not None
+    evaluations = n // resolved.eval_interval + 1
+    eval_s = evaluations * resolved.eval_steps * costs.eval_batch_s
+    return n * costs.step_s + eval_s + config.sample_tokens * costs.token_s
+
+
 def steps_within(budget_s: float, spent_s: float, costs: Costs, config: TrainConfig) -> int:
-    """The most steps ``n`` such that ``n`` steps, their evaluations (the ``eval_interval``
-    and ``eval_steps`` :meth:`TrainConfig.resolved` derives for ``n``) and the closing
-    sample fit in ``budget_s - spent_s`` less the safety margins; ``0`` if none does."""
+    """The most steps ``n`` whose :func:`run_seconds` fit in ``budget_s - spent_s`` less
+    the safety margins; ``0`` if none does."""
     left = budget_s * (1.0 - SAFETY_SHARE) - SAFETY_S - spent_s
-
-    def total(n: int) -> float:
-        resolved = config.resolved(n)
-        assert resolved.eval_interval is not None
-        assert resolved.eval_steps is not None
-        evaluations = n // resolved.eval_interval + 1
-        eval_s = evaluations * resolved.eval_steps * costs.eval_batch_s
-        return n * costs.step_s + eval_s + config.sample_tokens * costs.token_s
-
     low, high = 0, max(1, int(left / max(costs.step_s, 1e-9)) + 1)
-    while low < high:  # total() grows with n: the largest n with total(n) <= left
+    while low < high:  # run_seconds grows with n: the largest n that fits in what is left
         middle = (low + high + 1) // 2
-        if total(middle) <= left:
+        if run_seconds(middle, costs, config) <= left:
             low = middle
         else:
             high = middle - 1

@@ -57,7 +57,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from tfs_decoder.training.budget import Costs, Deadline, measure_costs, steps_within
+from tfs_decoder.training.budget import Costs, Deadline, measure_costs, run_seconds, steps_within
 from tfs_decoder.training.checkpoint import Checkpoint
 from tfs_decoder.training.config import ConfigError, TrainConfig
 from tfs_decoder.training.data import load_run_data
@@ -235,10 +235,13 @@ def _fix_steps(run: Run, saved_steps: int | None) -> Deadline | None:
         steps = broadcast_object(steps_within(budget_s, run.elapsed(), costs, config), run.info)
         steps = min(steps, _epoch_steps(run))
         if steps < 1:
+            closing_s = run_seconds(1, costs, config) - costs.step_s
             raise ConfigError(
-                f"--time-budget: expected enough minutes for one step, got {budget_s / 60:g} "
-                f"(a step takes {costs.step_s:.2f} s here, and {run.elapsed():.0f} s have gone "
-                "on loading and measuring)"
+                f"--time-budget: expected enough minutes for one step and the closing "
+                f"evaluation and sample, got {budget_s / 60:g} (a step takes "
+                f"{costs.step_s:.2f} s here, the evaluations and the {config.sample_tokens}-"
+                f"token sample about {closing_s:.0f} s, and {run.elapsed():.0f} s have gone on "
+                f"loading and measuring) — give more minutes, or fewer --sample-tokens"
             )
     run.config = config.resolved(steps)
     return Deadline(budget_s, costs, run.config)
