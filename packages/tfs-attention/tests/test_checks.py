@@ -168,3 +168,10 @@ def test_the_checks_run_on_one_thread_and_leave_the_count_alone() -> None:
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_learning_check_waits_for_the_shapes() -> None:
+    """A learner's shape bug that happened to fit the task's sizes trained to 20% and read
+    as a separate lesson; now the learning check is skipped."""
+    report = str(check_attention(_planted(raise_=True)))
+    assert "SKIP  learning: moving information (depends on: shapes and dtypes)" in report

@@ -404,8 +404,9 @@ def run_checks(
     With ``contract=None`` the target is a function the checks call themselves (a loss):
     nothing is built and there are no parameters to check. ``needs`` maps a check to the
     checks it relies on: when one of those did not pass, it is skipped, not run to a
-    misleading failure. ``catalogue``'s known mistakes are compared with the class once
-    its parameters are named as tfs's; the one it matches heads the report.
+    misleading failure. A learning check needs "shapes and dtypes" besides.
+    ``catalogue``'s known mistakes are compared with the class once its parameters are
+    named as tfs's; the one it matches heads the report.
     """
     subject = Subject(cls, contract)
     report = Report(component, getattr(cls, "__qualname__", repr(cls)))
@@ -427,7 +428,10 @@ def run_checks(
             checks = [("parameters", check_parameters), *checks]
         status: dict[str, str] = {}
         for name, check in checks:
-            unmet = [n for n in (needs or {}).get(name, ()) if status.get(n) != "pass"]
+            required = [*(needs or {}).get(name, ())]
+            if name.startswith("learning") and "shapes and dtypes" in dict(checks):
+                required.append("shapes and dtypes")  # training a wrong shape reads as a lesson
+            unmet = [n for n in required if status.get(n) != "pass"]
             result = (
                 CheckResult(name, "not run", depends=tuple(unmet))
                 if unmet

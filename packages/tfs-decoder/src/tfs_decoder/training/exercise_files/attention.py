@@ -39,6 +39,8 @@ class MultiHeadAttention(nn.Module):
         self.b_K = nn.Parameter(torch.zeros(n_heads, d_head))
         self.b_V = nn.Parameter(torch.zeros(n_heads, d_head))
         self.b_O = nn.Parameter(torch.zeros(d_model))
+        # Pass the pattern through it (A = self.hook_pattern(A)): tfs attention-plot reads it.
+        self.hook_pattern = nn.Identity()
 
     def forward(self, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
         raise NotImplementedError
