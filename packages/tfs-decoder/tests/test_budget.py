@@ -20,6 +20,11 @@ from tfs_decoder.training.distributed import DistInfo
 from tfs_decoder.training.load import load_checkpoint
 from tfs_decoder.training.trainer import train
 
+# Training runs call the same forwards thousands of times; their shapes are checked at
+# runtime by the model's own tests (test_decoder, test_block, ...), and here the checks
+# only doubled each test's time (test_train: 26 s against 11 s).
+pytestmark = pytest.mark.usefixtures("without_runtime_type_checks")
+
 COSTS = Costs(step_s=0.5, eval_batch_s=0.1, token_s=0.01)
 
 
