@@ -71,7 +71,8 @@ def _x(seed: int = 1, batch: int = 2) -> Tensor:
 
 
 def _run(module: nn.Module, x: Tensor) -> Tensor:
-    return output(module(x))
+    """The output, detached: the probes read numbers from it, never a gradient."""
+    return output(module(x)).detach()
 
 
 def _reference(weights: dict[str, Tensor]) -> MultiHeadAttention:
@@ -114,8 +115,8 @@ def _values_and_heads(subject: Subject) -> None:
             "with one position the output is not finite — a position must attend at least "
             "to itself (hide only sources after the destination)"
         )
-    v = torch.einsum("bpm,hmd->bhpd", x, weights["W_V"]) + weights["b_V"][:, None]
-    want = torch.einsum("bhpd,hdm->bpm", v, weights["W_O"]) + weights["b_O"]
+    plain = Attention(weights)
+    want = plain.out(plain.project(x, "V"))
     difference = max_difference(got, want, "output")
     if not difference <= TOLERANCE:
         raise CheckFailed(
@@ -191,7 +192,7 @@ def _scale(subject: Subject) -> None:
     with torch.no_grad():
         out = _run(subject.load(subject.build(), weights), x)
     expect_shape(out, x.shape, "output")
-    weight = float(out.detach()[0, 1, 0])
+    weight = float(out[0, 1, 0])
     if not 0.0 < weight < 1.0:
         raise CheckFailed(
             f"a destination choosing between two sources gave weight {weight:.4g}, "
@@ -232,9 +233,7 @@ def _softmax_axis(subject: Subject) -> None:
         out = _run(subject.load(subject.build(), weights), _x())
     expect_shape(out, (2, POS, D_MODEL), "output")
     value = weights["b_V"].reshape(-1).double()
-    share = (out.detach().double() @ value) / (
-        value @ value
-    )  # [batch, pos]: how many b_V each position got
+    share = (out.double() @ value) / (value @ value)  # [batch, pos]: how many b_V each position got
     worst = (share - 1).abs().amax(dim=0).nan_to_num(math.inf)
     if not float(worst.max()) < 1e-4:
         at = int(worst.argmax())
@@ -255,9 +254,9 @@ def _keys_and_values(subject: Subject) -> None:
     x = _x()
     with torch.no_grad():
         got = _run(subject.load(subject.build(), weights), x)
-        v = torch.einsum("bpm,hmd->bhpd", x, weights["W_V"]) + weights["b_V"][:, None]
-        mean = v.cumsum(dim=2) / torch.arange(1, POS + 1)[:, None]
-        want = torch.einsum("bhpd,hdm->bpm", mean, weights["W_O"]) + weights["b_O"]
+        plain = Attention(weights)
+        mean = plain.project(x, "V").cumsum(dim=2) / torch.arange(1, POS + 1)[:, None]
+        want = plain.out(mean)
     difference = max_difference(got, want, "output")
     if not difference <= TOLERANCE:
         raise CheckFailed(

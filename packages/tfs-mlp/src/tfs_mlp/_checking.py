@@ -427,9 +427,10 @@ def run_checks(
                 return report
             checks = [("parameters", check_parameters), *checks]
         status: dict[str, str] = {}
+        shapes_checked = "shapes and dtypes" in dict(checks)
         for name, check in checks:
             required = [*(needs or {}).get(name, ())]
-            if name.startswith("learning") and "shapes and dtypes" in dict(checks):
+            if name.startswith("learning") and shapes_checked:
                 required.append("shapes and dtypes")  # training a wrong shape reads as a lesson
             unmet = [n for n in required if status.get(n) != "pass"]
             result = (
