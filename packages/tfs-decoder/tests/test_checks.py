@@ -41,6 +41,8 @@ class PlainLayerNorm(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         bug = self.bugs.get
+        if bug("gain_first"):
+            x = x * self.w
         dims = bug("dims", (-1,))
         mean = x.mean(dim=dims, keepdim=True)
         centred = x if bug("no_mean") else x - mean
@@ -49,7 +51,8 @@ class PlainLayerNorm(nn.Module):
             variance = variance.detach()
         if bug("eps_outside"):
             return centred / (variance.sqrt() + self.eps) * self.w + self.b
-        return centred / (variance + self.eps).sqrt() * self.w + self.b
+        normalised = centred / (variance + self.eps).sqrt()
+        return (normalised if bug("gain_first") else normalised * self.w) + self.b
 
 
 class PlainBlock(nn.Module):
@@ -294,3 +297,12 @@ def test_a_loss_from_torch_cross_entropy_passes() -> None:
 
     report = check_loss(torch_loss)
     assert report.ok, str(report)
+
+
+def test_a_gain_applied_before_normalising_is_named_and_not_blamed_on_the_mean() -> None:
+    """With random gains the 'mean' probe failed this class, whose mean is subtracted; it
+    reads the shift under w = 1 now, and the catalogue names the real mistake."""
+    report = check_layernorm(_planted(PlainLayerNorm, gain_first=True), learning=False)
+    assert report.mistake is not None, str(report)
+    assert "multiplied by w before it is normalised" in report.mistake.says
+    assert "mean" not in report.failures, str(report)

@@ -127,6 +127,16 @@ class BiasBeforeGain(LayerNorm):
         return (normalised + self.w["b"]) * self.w["w"]
 
 
+class GainBeforeNormalising(LayerNorm):
+    says = "x is multiplied by w before it is normalised, which undoes the gain"
+    fix = "normalise first, then scale and shift: (x - mean) / sqrt(var + eps) * w + b"
+
+    def __call__(self, *inputs: Tensor) -> Tensor:
+        (x,) = inputs
+        scaled = x * self.w["w"]
+        return self.centre(scaled) / self.spread(scaled) + self.w["b"]
+
+
 class NoGain(LayerNorm):
     says = "w is never applied"
     fix = "normalised * w + b"
@@ -147,5 +157,6 @@ MISTAKES: list[type[LayerNorm]] = [
     OverPositionsAndFeatures,
     GainAndBiasSwapped,
     BiasBeforeGain,
+    GainBeforeNormalising,
     NoGain,
 ]
