@@ -22,7 +22,7 @@ BATCH = 64
 LR = 3e-3
 EVAL_BATCH = 2000
 # What a model that has learned reversal, and sees no future tokens, scores (measured
-# ranges and seeds: tests/test_learning_reversal.py).
+# ranges and seeds: tests/model/test_learning_reversal.py).
 SECOND_HALF_ACCURACY = 0.99  # at least
 FIRST_HALF_TOLERANCE = 4 * math.sqrt((1 / V) * (1 - 1 / V) / (EVAL_BATCH * N))  # |acc - 1/V|
 LOSS_FLOOR = 0.5 * math.log(V)  # nats: the first half at chance, the second half exact
