@@ -1,5 +1,5 @@
 """Sessions: tests-<package>, typecheck-<package> (one virtualenv each), tests-examples and
-typecheck-examples (the examples/ folder, all four packages installed), tests-scripts and
+typecheck-examples (the examples/ folder, all five packages installed), tests-scripts and
 typecheck-scripts (the release scripts), tests, typecheck, lint, train (the no-argument
 main job), bench (the speed benchmark), tests-oldest-torch (every package's tests on the
 oldest torch the packages admit), and dist and smoke (build and check the release files,
@@ -28,13 +28,14 @@ import nox
 ROOT = Path(__file__).parent
 CONSTRAINTS = ROOT / "constraints.txt"
 DIST = ROOT / "dist"
-PACKAGES = ["tfs-embeddings", "tfs-attention", "tfs-mlp", "tfs-decoder"]
+PACKAGES = ["tfs-core", "tfs-embeddings", "tfs-attention", "tfs-mlp", "tfs-decoder"]
 # Sibling packages each one depends on; installed from the checkout, never from an index.
 SIBLINGS = {
-    "tfs-embeddings": [],
-    "tfs-attention": [],
-    "tfs-mlp": [],
-    "tfs-decoder": ["tfs-embeddings", "tfs-attention", "tfs-mlp"],
+    "tfs-core": [],
+    "tfs-embeddings": ["tfs-core"],
+    "tfs-attention": ["tfs-core"],
+    "tfs-mlp": ["tfs-core"],
+    "tfs-decoder": ["tfs-core", "tfs-embeddings", "tfs-attention", "tfs-mlp"],
 }
 
 nox.options.default_venv_backend = "uv|virtualenv"
@@ -86,7 +87,7 @@ def _define(
 
     @nox.session(name=f"{kind}-examples")
     def examples(session: nox.Session) -> None:
-        # tfs-decoder brings its three siblings: the examples use all four packages.
+        # tfs-decoder brings its four siblings: the examples use all five packages.
         _install(session, "tfs-decoder", *groups)
         for examples_command in examples_commands:
             session.run(*examples_command, *session.posargs)
@@ -247,11 +248,13 @@ def _wheel_requirements(wheel: Path) -> list[str]:
 @nox.session(reuse_venv=False)
 def smoke(session: nox.Session) -> None:
     """A fresh virtualenv with the wheels from dist/ (tfs-decoder installed by name, which
-    must bring its three siblings from dist/ alone), then every package's tests run against
+    must bring its four siblings from dist/ alone), then every package's tests run against
     the installed wheels, from a folder where the checkout's src/ cannot be imported."""
     wheels = sorted(DIST.glob("tfs_*.whl")) if DIST.is_dir() else []
     if len(wheels) != len(PACKAGES):
-        session.error(f"dist/ holds {len(wheels)} of the 4 wheels: run `nox -s dist smoke`")
+        session.error(
+            f"dist/ holds {len(wheels)} of the {len(PACKAGES)} wheels: run `nox -s dist smoke`"
+        )
     # Everything else comes from the usual index and find-links, pinned by constraints.txt:
     # the wheels' own requirements and each package's test group.
     third_party = {req for wheel in wheels for req in _wheel_requirements(wheel)}

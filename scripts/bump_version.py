@@ -1,10 +1,11 @@
-"""Set one version for all four packages (they are released in lockstep).
+"""Set one version for all five packages (they are released in lockstep).
 
     python scripts/bump_version.py 0.2.0
     python scripts/bump_version.py 0.2.0rc1
 
 It rewrites each package's ``version`` in ``packages/*/pyproject.toml``, the ``==`` pins
-on sibling packages in their dependencies (tfs-decoder pins the other three), and any
+on sibling packages in their dependencies (each pins tfs-core; tfs-decoder pins the other
+three too), and any
 ``__version__ = "..."`` in the packages' ``__init__.py``, and prints every change.
 ``--root`` points it at another copy of the repository (the tests use a temporary one).
 """
@@ -18,7 +19,7 @@ import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ["tfs-embeddings", "tfs-attention", "tfs-mlp", "tfs-decoder"]
+PACKAGES = ["tfs-core", "tfs-embeddings", "tfs-attention", "tfs-mlp", "tfs-decoder"]
 
 # N.N.N with an optional pre-release: 1.2.3, 1.2.3a1, 1.2.3b2, 1.2.3rc1 (PEP 440 spellings).
 VERSION = re.compile(r"\d+\.\d+\.\d+(?:(?:a|b|rc)\d+)?")

@@ -1,4 +1,4 @@
-"""Check that the four tfs packages are installed from wheels, at one version, and that
+"""Check that the five tfs packages are installed from wheels, at one version, and that
 importing them does not reach the checkout's src/ folders (run by `nox -s smoke`).
 
     python scripts/check_installed.py REPO_ROOT
@@ -12,7 +12,7 @@ import sys
 import sysconfig
 from pathlib import Path
 
-PACKAGES = ["tfs-embeddings", "tfs-attention", "tfs-mlp", "tfs-decoder"]
+PACKAGES = ["tfs-core", "tfs-embeddings", "tfs-attention", "tfs-mlp", "tfs-decoder"]
 
 
 def problems(root: Path) -> list[str]:

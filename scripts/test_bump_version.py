@@ -47,6 +47,7 @@ def test_bump_sets_every_version_and_sibling_pin(
     pins = sorted(dep for dep in dependencies if dep.startswith("tfs-"))
     assert pins == [
         "tfs-attention==9.8.7rc1",
+        "tfs-core==9.8.7rc1",
         "tfs-embeddings==9.8.7rc1",
         "tfs-mlp==9.8.7rc1",
     ]
@@ -62,7 +63,7 @@ def test_bump_keeps_the_rest_of_the_file(repo: Path) -> None:
     bump(repo, "0.2.0")
     changed = path.read_text().splitlines()
     differing = [(a, b) for a, b in zip(original.splitlines(), changed, strict=True) if a != b]
-    assert len(differing) == 4  # version and the three sibling pins; nothing else
+    assert len(differing) == 5  # version and the four sibling pins; nothing else
     # torch's lower bound and the optional dependencies keep their text.
     assert '"torch>=2.4",' in changed[changed.index("dependencies = [") + 1]
 

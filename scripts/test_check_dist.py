@@ -22,8 +22,10 @@ def _metadata(package: str, readme: str, pins: str) -> str:
         "License-File: LICENSE",
         "Requires-Dist: torch>=2.4",
     ]
+    if package != "tfs-core":
+        lines.append(f"Requires-Dist: tfs-core=={pins}")
     if package == "tfs-decoder":
-        lines += [f"Requires-Dist: {sibling}=={pins}" for sibling in PACKAGES[:3]]
+        lines += [f"Requires-Dist: {sibling}=={pins}" for sibling in PACKAGES[1:4]]
     lines.append("Description-Content-Type: text/markdown")
     return "\n".join(lines) + "\n\n" + readme
 
@@ -85,7 +87,7 @@ def test_each_missing_piece_is_named(tmp_path: Path, skip: str, extra: str, mess
 def test_a_sibling_pin_at_another_version_is_named(tmp_path: Path) -> None:
     _write(tmp_path, pins="0.0.9")
     problems = check(tmp_path)
-    assert len(problems) == 3, problems
+    assert len(problems) == 7, problems  # three components pin tfs-core, tfs-decoder four
     assert any(
         "tfs_decoder-0.1.0-py3-none-any.whl: Requires-Dist 'tfs-mlp==0.0.9' does not pin" in p
         for p in problems

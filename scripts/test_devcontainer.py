@@ -1,5 +1,5 @@
 """.devcontainer/devcontainer.json: plain JSON that sets up what the README says (Python
-3.11, the CPU build of the torch version constraints.txt pins, nox, the four packages
+3.11, the CPU build of the torch version constraints.txt pins, nox, the five packages
 editable with their test and typecheck groups)."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 DEVCONTAINER = ROOT / ".devcontainer" / "devcontainer.json"
-PACKAGES = ["tfs-embeddings", "tfs-attention", "tfs-mlp", "tfs-decoder"]
+PACKAGES = ["tfs-core", "tfs-embeddings", "tfs-attention", "tfs-mlp", "tfs-decoder"]
 
 
 def _config() -> dict[str, Any]:

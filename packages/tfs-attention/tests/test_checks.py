@@ -13,8 +13,8 @@ import torch
 from torch import Tensor, nn
 
 from tfs_attention import MultiHeadAttention
-from tfs_attention._checking import Subject, run_checks
 from tfs_attention.checks import CONTRACT, check_attention
+from tfs_core.checking import Subject, run_checks
 
 
 class PlainAttention(nn.Module):

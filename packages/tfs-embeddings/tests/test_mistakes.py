@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch import nn
 
+from tfs_core.checking import Catalogue, Formula
 from tfs_embeddings import Embed, LearnedPositionalEmbedding, Unembed
-from tfs_embeddings._checking import Catalogue, Formula
 from tfs_embeddings.checks import Report, check_embed, check_pos_embed, check_unembed
 from tfs_embeddings.checks.embed import EMBED, EMBED_CATALOGUE
 from tfs_embeddings.checks.pos_embed import POS_EMBED, POS_EMBED_CATALOGUE

@@ -9,11 +9,12 @@ import torch.nn.functional as F
 from jaxtyping import Bool, Float
 from torch import Tensor, nn
 
-from tfs_attention._backward import graph_needed
-from tfs_attention._hook_point import HookPoint
 from tfs_attention.kv_cache import KVCache
 from tfs_attention.qkv_projection import qkv_projection, side_by_side
 from tfs_attention.softmax_attention import attention_pattern, hidden_positions, softmax_attention
+from tfs_core.fast_op import fast_op
+from tfs_core.hook_point import HookPoint
+from tfs_core.validation import require_positive_ints
 
 BACKENDS = ("manual", "sdpa")
 
@@ -77,9 +78,7 @@ class MultiHeadAttention(nn.Module):
         backend: str = "manual",
     ) -> None:
         super().__init__()
-        for name, value in (("d_model", d_model), ("n_heads", n_heads)):
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name}: expected a positive int, got {value!r}")
+        require_positive_ints(d_model=d_model, n_heads=n_heads)
         if d_head is None:
             if d_model % n_heads != 0:
                 raise ValueError(
@@ -166,18 +165,20 @@ class MultiHeadAttention(nn.Module):
 
     def _project(self, rows: Tensor, kv_cache: KVCache | None) -> Tensor:
         """:func:`qkv_projection` of ``rows``. In cached generation (a cache, and nothing
-        for autograd to record) the same one product, with the weights laid side by side
-        once per sequence and kept with the cache (:meth:`KVCache.keep`) instead of once
-        per step."""
+        for autograd to record: :func:`tfs_core.fast_op.fast_op`) the same one product,
+        with the weights laid side by side once per sequence and kept with the cache
+        (:meth:`KVCache.keep`) instead of once per step."""
         weights = (self.W_Q, self.W_K, self.W_V, self.b_Q, self.b_K, self.b_V)
-        if (
-            kv_cache is None
-            or graph_needed(rows, *weights)
-            or torch._C._are_functorch_transforms_active()
-        ):
+        if kv_cache is None:
             return qkv_projection(rows, *weights)
-        weight, bias = kv_cache.keep("qkv", weights, lambda: side_by_side(*weights))
-        return torch.addmm(bias, rows, weight)
+        cache = kv_cache
+
+        def kept(rows: Tensor, *weights: Tensor) -> Tensor:
+            weight, bias = cache.keep("qkv", weights, lambda: side_by_side(*weights))
+            return torch.addmm(bias, rows, weight)
+
+        # qkv_projection is plain tensor operations: autograd and torch.func differentiate it.
+        return fast_op(qkv_projection, kept, qkv_projection, rows, *weights)
 
     def _attend(
         self,

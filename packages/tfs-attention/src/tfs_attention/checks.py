@@ -16,7 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tfs_attention._checking import (
+from tfs_attention.attention import MultiHeadAttention
+from tfs_attention.mistakes import MISTAKES, Attention
+from tfs_core.checking import (
     Catalogue,
     Check,
     CheckFailed,
@@ -36,8 +38,6 @@ from tfs_attention._checking import (
     random_weights,
     run_checks,
 )
-from tfs_attention.attention import MultiHeadAttention
-from tfs_attention.mistakes import MISTAKES, Attention
 
 __all__ = ["CheckResult", "Report", "check_attention", "fetch_accuracy"]
 

@@ -9,6 +9,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from tfs_core.validation import require_positive_ints
+
 T = TypeVar("T")
 
 
@@ -38,8 +40,7 @@ class KVCache:
     """
 
     def __init__(self, max_pos: int) -> None:
-        if isinstance(max_pos, bool) or not isinstance(max_pos, int) or max_pos <= 0:
-            raise ValueError(f"max_pos: expected a positive int, got {max_pos!r}")
+        require_positive_ints(max_pos=max_pos)
         self.max_pos = max_pos
         self.length = 0
         self._keys: Tensor | None = None

@@ -14,7 +14,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from tfs_attention._checking import Formula
+from tfs_core.checking import Formula
 
 Heads = Float[Tensor, "batch head pos d_head"]
 Scores = Float[Tensor, "batch head dest src"]

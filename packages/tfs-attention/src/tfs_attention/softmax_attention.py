@@ -8,7 +8,7 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 from torch.autograd.function import FunctionCtx
 
-from tfs_attention._backward import formula_needed, graph_needed
+from tfs_core.fast_op import fast_op, formula_needed
 
 BLOCK = 32
 """Destinations per block (measured on a 2-core CPU at pos 128-1024: 16 to 32 fastest)."""
@@ -156,7 +156,7 @@ class _SoftmaxAttention(torch.autograd.Function):
     is kept for backward is the function's own inputs: when the gradient is itself to be
     differentiated (``create_graph=True``: grad mode is on in ``backward``), or under a
     ``torch.func`` transform of the backward pass, backward differentiates
-    ``attention_pattern(q, k) @ v`` from them instead, which autograd can differentiate
+    :func:`softmax_attention_formula` from them instead, which autograd can differentiate
     again.
     """
 
@@ -187,7 +187,7 @@ class _SoftmaxAttention(torch.autograd.Function):
 
             def formula(q3: Tensor, k3: Tensor, v3: Tensor) -> Tensor:
                 q, k, v = (t.view(batch, n_heads, *t.shape[1:]) for t in (q3, k3, v3))
-                return attention_pattern(q, k, causal=causal, attention_mask=keep) @ v
+                return softmax_attention_formula(q, k, v, causal, keep)
 
             return *torch.func.vjp(formula, q3, k3, v3)[1](grad_z), None, None, None
         row_sums = (grad_z * z).sum(dim=-1, keepdim=True)
@@ -214,6 +214,20 @@ class _SoftmaxAttention(torch.autograd.Function):
         return grad_q, grad_k, grad_v, None, None, None
 
 
+def softmax_attention_formula(
+    q: Float[Tensor, "batch head dest d_head"],
+    k: Float[Tensor, "batch head src d_head"],
+    v: Float[Tensor, "batch head src d_head"],
+    causal: bool,
+    attention_mask: Bool[Tensor, "batch src"] | None = None,
+) -> Float[Tensor, "batch head dest d_head"]:
+    """``attention_pattern(q, k) @ v`` as written and differentiated by autograd: the
+    definition :func:`softmax_attention` computes faster, the path it takes under
+    ``torch.func`` transforms and for second derivatives, and the oracle its tests compare
+    with."""
+    return attention_pattern(q, k, causal=causal, attention_mask=attention_mask) @ v
+
+
 def softmax_attention(
     q: Float[Tensor, "batch head dest d_head"],
     k: Float[Tensor, "batch head src d_head"],
@@ -229,15 +243,32 @@ def softmax_attention(
     sources after each destination, ``attention_mask`` (``True`` = may be attended to)
     hides sources such as padding; a destination that sees no source gets zeros. Computed
     in blocks with a written-out backward (``_SoftmaxAttention``), which never keeps the
-    pattern (where autograd records nothing, the same blocks without the Function); under
-    ``torch.func`` transforms (``grad``, ``vmap``, ``jvp``, ...), by the formula itself.
+    pattern; :func:`tfs_core.fast_op.fast_op` says which of
+    :func:`softmax_attention_formula` and the faster forms runs when.
     """
-    if torch._C._are_functorch_transforms_active():
-        return attention_pattern(q, k, causal=causal, attention_mask=attention_mask) @ v
-    batch, n_heads = q.shape[:2]
-    q3, k3, v3 = (t.reshape(batch * n_heads, t.shape[2], t.shape[3]) for t in (q, k, v))
-    if not graph_needed(q3, k3, v3):
-        padding = _padding(attention_mask, n_heads)
-        return _attend_blocks(q3, k3, v3, n_heads, causal, padding)
-    z: Tensor = _SoftmaxAttention.apply(q3, k3, v3, n_heads, causal, attention_mask)  # type: ignore[no-untyped-call]
+    return fast_op(
+        softmax_attention_formula, _blocks_forward, _blocks_with_backward,
+        q, k, v, causal, attention_mask,
+    )  # fmt: skip
+
+
+def _as_rows(*tensors: Tensor) -> tuple[Tensor, ...]:
+    """``[batch, head, pos, d_head]`` tensors as ``[batch * head, pos, d_head]``."""
+    return tuple(t.reshape(-1, t.shape[2], t.shape[3]) for t in tensors)
+
+
+def _blocks_forward(
+    q: Tensor, k: Tensor, v: Tensor, causal: bool, attention_mask: Tensor | None
+) -> Tensor:
+    """``_SoftmaxAttention``'s forward computation alone, for where autograd records
+    nothing."""
+    q3, k3, v3 = _as_rows(q, k, v)
+    return _attend_blocks(q3, k3, v3, q.shape[1], causal, _padding(attention_mask, q.shape[1]))
+
+
+def _blocks_with_backward(
+    q: Tensor, k: Tensor, v: Tensor, causal: bool, attention_mask: Tensor | None
+) -> Tensor:
+    """``_SoftmaxAttention`` on the ``[batch * head, pos, d_head]`` views of ``q, k, v``."""
+    z: Tensor = _SoftmaxAttention.apply(*_as_rows(q, k, v), q.shape[1], causal, attention_mask)  # type: ignore[no-untyped-call]
     return z

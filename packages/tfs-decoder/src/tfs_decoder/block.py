@@ -7,7 +7,7 @@ from jaxtyping import Float
 from torch import Tensor, nn
 
 from tfs_attention import KVCache
-from tfs_attention._hook_point import HookPoint
+from tfs_core.hook_point import HookPoint
 from tfs_decoder.layernorm import LayerNorm
 
 

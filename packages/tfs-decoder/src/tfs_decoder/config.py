@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tfs_attention.attention import BACKENDS
+from tfs_core.validation import require_positive_ints
 
 ACTIVATIONS = ("gelu", "relu")
 POSITIONAL = ("learned", "sinusoidal")
@@ -49,10 +50,8 @@ class DecoderConfig:
     attention_backend: str = "manual"
 
     def __post_init__(self) -> None:
-        for name in ("d_vocab", "d_model", "n_heads", "d_head", "d_mlp", "n_layers", "n_ctx"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name}: expected a positive int, got {value!r}")
+        sizes = ("d_vocab", "d_model", "n_heads", "d_head", "d_mlp", "n_layers", "n_ctx")
+        require_positive_ints(**{name: getattr(self, name) for name in sizes})
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation: expected one of {ACTIVATIONS}, got {self.activation!r}")
         if self.positional not in POSITIONAL:

@@ -11,7 +11,7 @@ from jaxtyping import Float, Int
 from torch import Tensor, nn
 
 from tfs_attention import KVCache, MultiHeadAttention
-from tfs_attention._hook_point import HookPoint
+from tfs_core.hook_point import HookPoint
 from tfs_decoder import hooks
 from tfs_decoder.block import ResidualBlock
 from tfs_decoder.config import DecoderConfig

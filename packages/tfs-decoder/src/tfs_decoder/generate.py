@@ -27,6 +27,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 
 from tfs_attention import KVCache
+from tfs_core.validation import require_positive_ints
 
 
 def check_sampling_args(temperature: float, top_k: int | None, top_p: float | None) -> None:
@@ -167,8 +168,7 @@ def _check_generate_args(
         )
     if max_new_tokens < 0:
         raise ValueError(f"max_new_tokens: expected an int >= 0, got {max_new_tokens}")
-    if isinstance(n_ctx, bool) or not isinstance(n_ctx, int) or n_ctx < 1:
-        raise ValueError(f"n_ctx: expected a positive int, got {n_ctx!r}")
+    require_positive_ints(n_ctx=n_ctx)
     if eos_token is not None:
         if isinstance(eos_token, bool) or not isinstance(eos_token, int):
             raise TypeError(f"eos_token: expected an int or None, got {type(eos_token).__name__}")

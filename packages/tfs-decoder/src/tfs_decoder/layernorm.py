@@ -10,8 +10,9 @@ from torch import Tensor, nn
 from torch.autograd.function import FunctionCtx
 
 # tfs-decoder depends on tfs-attention, released in lockstep: one copy serves both.
-from tfs_attention._backward import formula_needed, graph_needed
-from tfs_attention._hook_point import HookPoint
+from tfs_core.fast_op import fast_op, formula_needed
+from tfs_core.hook_point import HookPoint
+from tfs_core.validation import require_positive_ints
 
 
 def layer_norm_formula(
@@ -48,8 +49,7 @@ class LayerNorm(nn.Module):
 
     def __init__(self, d_model: int, eps: float = 1e-5) -> None:
         super().__init__()
-        if isinstance(d_model, bool) or not isinstance(d_model, int) or d_model <= 0:
-            raise ValueError(f"d_model: expected a positive int, got {d_model!r}")
+        require_positive_ints(d_model=d_model)
         if not eps > 0:
             raise ValueError(f"eps: expected a positive float, got {eps!r}")
         self.d_model = d_model
@@ -146,12 +146,12 @@ def layer_norm(
     b: Float[Tensor, " d_model"],
     eps: float,
 ) -> Float[Tensor, "*rows d_model"]:
-    """:func:`layer_norm_formula`, computed with the written-out backward of ``_LayerNorm``
-    (its forward computation alone where autograd records nothing); under ``torch.func``
-    transforms (``grad``, ``vmap``, ``jvp``, ...), the formula itself."""
-    if torch._C._are_functorch_transforms_active():
-        return layer_norm_formula(x, w, b, eps)
-    if not graph_needed(x, w, b):
-        return _normalize(x, w, b, eps)[0]
-    y: Tensor = _LayerNorm.apply(x, w, b, eps)  # type: ignore[no-untyped-call]
-    return y
+    """:func:`layer_norm_formula`, computed with the written-out backward of ``_LayerNorm``;
+    :func:`tfs_core.fast_op.fast_op` says which of the formula and the faster forms runs
+    when."""
+    return fast_op(layer_norm_formula, _layer_norm_forward, _LayerNorm.apply, x, w, b, eps)
+
+
+def _layer_norm_forward(x: Tensor, w: Tensor, b: Tensor, eps: float) -> Tensor:
+    """``_LayerNorm``'s forward computation alone, for where autograd records nothing."""
+    return _normalize(x, w, b, eps)[0]

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tfs_attention import MultiHeadAttention
-from tfs_attention._checking import random_weights
+from tfs_core.checking import random_weights
 from tfs_decoder import Decoder, DecoderConfig, ResidualBlock
 from tfs_decoder.checks import Report, check_block, check_decoder
 from tfs_decoder.checks import block as block_checks

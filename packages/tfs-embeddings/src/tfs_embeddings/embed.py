@@ -6,7 +6,8 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
-from tfs_embeddings._checks import check_sizes, check_tokens
+from tfs_core.validation import require_positive_ints
+from tfs_embeddings._validation import validate_tokens
 
 
 class Embed(nn.Module):
@@ -27,7 +28,7 @@ class Embed(nn.Module):
 
     def __init__(self, d_vocab: int, d_model: int, *, init_std: float = 0.02) -> None:
         super().__init__()
-        check_sizes(d_vocab=d_vocab, d_model=d_model)
+        require_positive_ints(d_vocab=d_vocab, d_model=d_model)
         self.d_vocab = d_vocab
         self.d_model = d_model
         self.init_std = init_std
@@ -38,7 +39,7 @@ class Embed(nn.Module):
         nn.init.normal_(self.W_E, mean=0.0, std=self.init_std)
 
     def forward(self, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos d_model"]:
-        check_tokens(tokens, d_vocab=self.d_vocab)
+        validate_tokens(tokens, d_vocab=self.d_vocab)
         # index_select, not W_E[tokens]: its backward (index_add_) sums the rows of a
         # repeated token in a fixed order, so the gradient is the same at any thread count;
         # indexing's backward adds them in whatever order the threads reach them.

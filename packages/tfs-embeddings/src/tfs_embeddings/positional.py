@@ -14,7 +14,8 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
-from tfs_embeddings._checks import check_offset, check_sizes, check_tokens
+from tfs_core.validation import require_positive_ints
+from tfs_embeddings._validation import validate_offset, validate_tokens
 
 
 class LearnedPositionalEmbedding(nn.Module):
@@ -33,7 +34,7 @@ class LearnedPositionalEmbedding(nn.Module):
 
     def __init__(self, n_ctx: int, d_model: int, *, init_std: float = 0.02) -> None:
         super().__init__()
-        check_sizes(n_ctx=n_ctx, d_model=d_model)
+        require_positive_ints(n_ctx=n_ctx, d_model=d_model)
         self.n_ctx = n_ctx
         self.d_model = d_model
         self.init_std = init_std
@@ -46,9 +47,9 @@ class LearnedPositionalEmbedding(nn.Module):
     def forward(
         self, tokens: Int[Tensor, "batch pos"], offset: int = 0
     ) -> Float[Tensor, "batch pos d_model"]:
-        check_tokens(tokens, n_ctx=self.n_ctx)
+        validate_tokens(tokens, n_ctx=self.n_ctx)
         batch, pos = tokens.shape
-        check_offset(offset, pos, self.n_ctx)
+        validate_offset(offset, pos, self.n_ctx)
         return self.W_pos[offset : offset + pos].expand(batch, pos, self.d_model)
 
     def extra_repr(self) -> str:
@@ -90,7 +91,7 @@ class SinusoidalPositionalEncoding(nn.Module):
 
     def __init__(self, n_ctx: int, d_model: int) -> None:
         super().__init__()
-        check_sizes(n_ctx=n_ctx, d_model=d_model)
+        require_positive_ints(n_ctx=n_ctx, d_model=d_model)
         self.n_ctx = n_ctx
         self.d_model = d_model
         self.register_buffer("W_pos", sinusoid_table(n_ctx, d_model), persistent=False)
@@ -98,9 +99,9 @@ class SinusoidalPositionalEncoding(nn.Module):
     def forward(
         self, tokens: Int[Tensor, "batch pos"], offset: int = 0
     ) -> Float[Tensor, "batch pos d_model"]:
-        check_tokens(tokens, n_ctx=self.n_ctx)
+        validate_tokens(tokens, n_ctx=self.n_ctx)
         batch, pos = tokens.shape
-        check_offset(offset, pos, self.n_ctx)
+        validate_offset(offset, pos, self.n_ctx)
         return self.W_pos[offset : offset + pos].expand(batch, pos, self.d_model)
 
     def extra_repr(self) -> str:

@@ -6,7 +6,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from tfs_embeddings._checks import check_sizes
+from tfs_core.validation import require_positive_ints
 
 
 class Unembed(nn.Module):
@@ -27,7 +27,7 @@ class Unembed(nn.Module):
 
     def __init__(self, d_model: int, d_vocab: int, *, init_std: float = 0.02) -> None:
         super().__init__()
-        check_sizes(d_model=d_model, d_vocab=d_vocab)
+        require_positive_ints(d_model=d_model, d_vocab=d_vocab)
         self.d_model = d_model
         self.d_vocab = d_vocab
         self.init_std = init_std

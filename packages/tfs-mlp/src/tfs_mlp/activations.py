@@ -9,7 +9,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from tfs_mlp._backward import formula_needed, graph_needed
+from tfs_core.fast_op import fast_op, formula_needed
 
 
 def gelu_formula(x: Float[Tensor, "*shape"]) -> Float[Tensor, "*shape"]:
@@ -102,16 +102,10 @@ def gelu(x: Float[Tensor, "*shape"]) -> Float[Tensor, "*shape"]:
     Hendrycks and Gimpel (2016), "Gaussian Error Linear Units", section 2; this is the
     form GPT-2 uses (transformers calls it "gelu_new"). Computed as the equal
     ``x sigmoid(2 sqrt(2/pi) (x + 0.044715 x^3))`` with a written-out derivative, which
-    keeps only ``x`` for the backward pass (see ``_Gelu``; where autograd records
-    nothing, its forward computation alone). Under ``torch.func`` transforms (``grad``,
-    ``vmap``, ``jvp``, ...) it is :func:`gelu_formula`.
+    keeps only ``x`` for the backward pass (see ``_Gelu``); :func:`tfs_core.fast_op.fast_op`
+    says which of :func:`gelu_formula` and the faster forms runs when.
     """
-    if torch._C._are_functorch_transforms_active():
-        return gelu_formula(x)
-    if not graph_needed(x):
-        return _gelu_forward(x)
-    y: Tensor = _Gelu.apply(x)  # type: ignore[no-untyped-call]
-    return y
+    return fast_op(gelu_formula, _gelu_forward, _Gelu.apply, x)
 
 
 def relu(x: Float[Tensor, "*shape"]) -> Float[Tensor, "*shape"]:

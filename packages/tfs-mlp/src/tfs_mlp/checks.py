@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tfs_mlp._checking import (
+from tfs_core.checking import (
     Catalogue,
     Check,
     CheckFailed,

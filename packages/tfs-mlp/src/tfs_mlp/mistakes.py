@@ -14,7 +14,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from tfs_mlp._checking import Formula
+from tfs_core.checking import Formula
 
 Hidden = Float[Tensor, "batch pos d_mlp"]
 Stream = Float[Tensor, "batch pos d_model"]

@@ -6,7 +6,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from tfs_mlp._hook_point import HookPoint
+from tfs_core.hook_point import HookPoint
+from tfs_core.validation import require_positive_ints
 from tfs_mlp.activations import ACTIVATIONS
 
 
@@ -40,9 +41,7 @@ class MLP(nn.Module):
         init_std: float = 0.02,
     ) -> None:
         super().__init__()
-        for name, value in (("d_model", d_model), ("d_mlp", d_mlp)):
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name}: expected a positive int, got {value!r}")
+        require_positive_ints(d_model=d_model, d_mlp=d_mlp)
         if activation not in ACTIVATIONS:
             raise ValueError(
                 f"activation: expected one of {sorted(ACTIVATIONS)}, got {activation!r}"

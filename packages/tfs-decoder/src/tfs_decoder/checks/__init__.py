@@ -7,7 +7,7 @@ one sentence that names the concept with the evidence. Use it in a pytest test w
 ``assert report.ok, str(report)``, or from the shell with ``tfs check block FILE:CLASS``.
 """
 
-from tfs_attention._checking import CheckResult, Report
+from tfs_core.checking import CheckResult, Report
 from tfs_decoder.checks.block import check_block
 from tfs_decoder.checks.decoder import check_decoder
 from tfs_decoder.checks.layernorm import check_layernorm

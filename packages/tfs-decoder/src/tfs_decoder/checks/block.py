@@ -9,7 +9,8 @@ import torch
 from torch import Tensor, nn
 
 from tfs_attention import MultiHeadAttention
-from tfs_attention._checking import (
+from tfs_attention.checks import fetch_accuracy
+from tfs_core.checking import (
     Catalogue,
     Check,
     CheckFailed,
@@ -25,7 +26,6 @@ from tfs_attention._checking import (
     random_weights,
     run_checks,
 )
-from tfs_attention.checks import fetch_accuracy
 from tfs_decoder.block import ResidualBlock
 from tfs_decoder.checks import block_mistakes
 from tfs_decoder.checks._common import parameter_shapes

@@ -9,7 +9,7 @@ import math
 import torch
 from torch import Tensor
 
-from tfs_attention._checking import Formula
+from tfs_core.checking import Formula
 from tfs_decoder.checks.block_mistakes import EPS, Block, part
 from tfs_decoder.layernorm import layer_norm_formula
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from tfs_attention._checking import Formula
+from tfs_core.checking import Formula
 
 EPS = 1e-5
 

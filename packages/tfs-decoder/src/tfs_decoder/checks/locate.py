@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
-from tfs_attention._checking import CheckFailed, max_difference
+from tfs_core.checking import CheckFailed, max_difference
 
 LOCATED = re.compile(
     r"embed|pos_embed|ln_final|unembed|blocks\.\d+|(blocks\.\d+\.)?(ln1|attn|ln2|mlp)"

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from tfs_attention._checking import (
+from tfs_core.checking import (
     Catalogue,
     Check,
     CheckFailed,

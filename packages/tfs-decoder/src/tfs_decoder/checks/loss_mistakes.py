@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from tfs_attention._checking import Formula
+from tfs_core.checking import Formula
 
 
 class NextTokenLoss(Formula):

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from tfs_attention._checking import output
+from tfs_core.checking import output
 from tfs_decoder.config import DecoderConfig
 from tfs_decoder.loss import cross_entropy
 

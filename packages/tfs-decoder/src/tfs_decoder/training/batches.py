@@ -19,6 +19,7 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
+from tfs_core.validation import require_positive_ints
 from tfs_decoder.training.errors import DataError
 
 __all__ = ["WindowSampler", "eval_windows", "split_ids"]
@@ -47,8 +48,7 @@ def split_ids(
     _check_stream("ids", ids)
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction: expected a number in (0, 1), got {val_fraction}")
-    if n_ctx < 1:
-        raise ValueError(f"n_ctx: expected a positive int, got {n_ctx}")
+    require_positive_ints(n_ctx=n_ctx)
     n = ids.shape[0]
     window = n_ctx + 1
     n_val = max(round(n * val_fraction), window)
@@ -111,12 +111,7 @@ class WindowSampler:
         world_size: int = 1,
     ) -> None:
         _check_stream("data", data)
-        if n_ctx < 1:
-            raise ValueError(f"n_ctx: expected a positive int, got {n_ctx}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size: expected a positive int, got {batch_size}")
-        if world_size < 1:
-            raise ValueError(f"world_size: expected a positive int, got {world_size}")
+        require_positive_ints(n_ctx=n_ctx, batch_size=batch_size, world_size=world_size)
         if not 0 <= rank < world_size:
             raise ValueError(f"rank: expected an int in [0, world_size={world_size}), got {rank}")
         window = n_ctx + 1
@@ -196,9 +191,7 @@ def eval_windows(
         DataError: ``data`` is shorter than ``n_ctx + 1`` ids.
     """
     _check_stream("data", data)
-    for name, value in (("n_ctx", n_ctx), ("batch_size", batch_size), ("n_batches", n_batches)):
-        if value < 1:
-            raise ValueError(f"{name}: expected a positive int, got {value}")
+    require_positive_ints(n_ctx=n_ctx, batch_size=batch_size, n_batches=n_batches)
     window = n_ctx + 1
     n_tokens = data.shape[0]
     if n_tokens < window:

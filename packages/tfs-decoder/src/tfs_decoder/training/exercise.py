@@ -20,7 +20,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from tfs_attention._checking import trimmed
+from tfs_core.checking import trimmed
 from tfs_decoder.training.errors import UsageError
 
 

@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from tfs_attention import checks as attention_checks
-from tfs_attention._checking import _source_file, trimmed
+from tfs_core.checking import source_file, trimmed
 from tfs_decoder.block import ResidualBlock
 from tfs_decoder.checks import decoder as decoder_checks
 from tfs_decoder.checks import layernorm as layernorm_checks
@@ -183,7 +183,7 @@ def _construct(name: str, cls: type, config: DecoderConfig, source: str) -> nn.M
         module = cls(**keywords)
     except Exception as error:  # the learner's code: any failure is theirs to fix
         raise UsageError(
-            f"{_label(name, source)}: {call} raised {trimmed(error, _source_file(cls))}; "
+            f"{_label(name, source)}: {call} raised {trimmed(error, source_file(cls))}; "
             f"expected the constructor of tfs's {part.signature}"
         ) from error
     if not isinstance(module, nn.Module):
@@ -218,4 +218,4 @@ def _forward(
 
 def _trimmed(error: BaseException, module: nn.Module) -> str:
     """The error with its traceback cut to the lines of the file ``module``'s class is in."""
-    return trimmed(error, _source_file(type(module)))
+    return trimmed(error, source_file(type(module)))

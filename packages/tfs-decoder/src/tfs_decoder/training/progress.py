@@ -6,6 +6,8 @@ import sys
 import time
 from typing import TextIO
 
+from tfs_core.validation import require_positive_ints
+
 
 def format_duration(seconds: float) -> str:
     """``75.4`` -> ``"1:15"``, ``3725`` -> ``"1:02:05"``; ``"?"`` for a negative or NaN value."""
@@ -41,8 +43,7 @@ class ProgressBar:
     ) -> None:
         if total < 0:
             raise ValueError(f"total: expected an int >= 0, got {total!r}")
-        if log_interval < 1:
-            raise ValueError(f"log_interval: expected a positive int, got {log_interval!r}")
+        require_positive_ints(log_interval=log_interval)
         self.total = total
         self.start_step = start_step
         self.enabled = enabled

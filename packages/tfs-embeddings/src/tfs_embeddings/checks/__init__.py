@@ -12,7 +12,7 @@ The learning tasks of the checks (a bigram map, a label per position) are the pa
 learning tests too: :func:`train_deterministic_bigram` and :func:`train_position_labels`.
 """
 
-from tfs_embeddings._checking import CheckResult, Report
+from tfs_core.checking import CheckResult, Report
 from tfs_embeddings.checks.embed import check_embed
 from tfs_embeddings.checks.pos_embed import check_pos_embed
 from tfs_embeddings.checks.tasks import (

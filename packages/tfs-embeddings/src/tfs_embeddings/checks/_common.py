@@ -1,7 +1,7 @@
 """What the three components' checks share: tfs's sizes and tolerance, random weights
 and tokens, the nearest table row, tfs's reference module, and the verdict on a learned
 bigram map. The checks every package runs (dtypes, sizes, equality, gradients, every
-parameter used) are in :mod:`tfs_embeddings._checking`."""
+parameter used) are in :mod:`tfs_core.checking`."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from tfs_embeddings._checking import CheckFailed, Contract, Subject, random_weights
+from tfs_core.checking import CheckFailed, Contract, Subject, random_weights
 
 D_VOCAB, D_MODEL, N_CTX, POS = 20, 12, 10, 6
 TOLERANCE = 1e-5

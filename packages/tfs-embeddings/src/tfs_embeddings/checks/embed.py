@@ -8,7 +8,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from tfs_embeddings._checking import (
+from tfs_core.checking import (
     Catalogue,
     Check,
     CheckFailed,

@@ -12,7 +12,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from tfs_embeddings._checking import Formula
+from tfs_core.checking import Formula
 from tfs_embeddings.positional import sinusoid_table
 
 Rows = Float[Tensor, "batch pos d_model"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from jaxtyping import Float
 from torch import Tensor
 
-from tfs_embeddings._checking import Formula
+from tfs_core.checking import Formula
 from tfs_embeddings.positional import sinusoid_table
 
 Table = Float[Tensor, "pos d_model"]

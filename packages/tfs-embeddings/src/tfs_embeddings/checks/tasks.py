@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tfs_embeddings._checking import output
+from tfs_core.checking import output
 from tfs_embeddings.checks._common import Factory
 from tfs_embeddings.embed import Embed
 from tfs_embeddings.unembed import Unembed

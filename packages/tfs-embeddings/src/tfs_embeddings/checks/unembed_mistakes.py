@@ -11,7 +11,7 @@ import math
 from jaxtyping import Float
 from torch import Tensor
 
-from tfs_embeddings._checking import Formula
+from tfs_core.checking import Formula
 
 Logits = Float[Tensor, "batch pos d_vocab"]
 

@@ -1,9 +1,4 @@
-"""Hook points: identity modules where a forward hook can read or replace an activation.
-
-tfs-attention and tfs-mlp, which install independently, each carry this same file
-(tfs-decoder uses tfs-attention's); scripts/test_package_copies.py keeps the copies
-identical.
-"""
+"""Hook points: identity modules where a forward hook can read or replace an activation."""
 
 from __future__ import annotations
 

@@ -1,9 +1,8 @@
 """Running a component's checks on someone else's class: the report, the runner, and the
 contract (constructor keywords, parameter names and shapes) a class must meet.
 
-tfs-embeddings, tfs-attention and tfs-mlp, which install independently, each carry this
-same file (tfs-decoder uses tfs-attention's); scripts/test_package_copies.py keeps the
-copies identical.
+Every package's ``checks`` builds on it, so a report is one :class:`Report` whichever
+component it checks.
 """
 
 from __future__ import annotations
@@ -162,7 +161,7 @@ class Subject:
     def __init__(self, cls: Callable[..., Any], contract: Contract | None) -> None:
         self.cls = cls
         self.contract = contract
-        self.file = _source_file(cls)
+        self.file = source_file(cls)
         self.named_as_tfs = False
         self.raised: dict[tuple[object, ...], str] = {}  # an error of theirs -> where seen first
 
@@ -558,7 +557,7 @@ def _keywords(kwargs: Mapping[str, Any]) -> str:
     return ", ".join(f"{key}={value}" for key, value in shown.items())
 
 
-def _source_file(cls: object) -> str | None:
+def source_file(cls: object) -> str | None:
     try:
         return inspect.getsourcefile(cls)  # type: ignore[arg-type]
     except (TypeError, OSError):  # a builtin, or a class typed at the prompt

@@ -1,19 +1,16 @@
-"""Argument checks shared by the modules of this package."""
+"""Argument validation shared by the modules of this package."""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
-
-def check_sizes(**sizes: int) -> None:
-    """Raise if any named size is not a positive int."""
-    for name, value in sizes.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise ValueError(f"{name}: expected a positive int, got {value!r}")
+from tfs_core.fast_op import under_transform
 
 
-def check_tokens(tokens: Tensor, *, n_ctx: int | None = None, d_vocab: int | None = None) -> None:
+def validate_tokens(
+    tokens: Tensor, *, n_ctx: int | None = None, d_vocab: int | None = None
+) -> None:
     """Raise if `tokens` is not an integer [batch, pos] tensor of ids that fit."""
     if not isinstance(tokens, Tensor):
         raise TypeError(f"tokens: expected a torch.Tensor, got {type(tokens).__name__}")
@@ -30,7 +27,7 @@ def check_tokens(tokens: Tensor, *, n_ctx: int | None = None, d_vocab: int | Non
         d_vocab is not None
         and tokens.numel() > 0
         and not torch.compiler.is_compiling()
-        and not torch._C._are_functorch_transforms_active()
+        and not under_transform()
     ):
         low, high = int(tokens.min()), int(tokens.max())
         if low < 0 or high >= d_vocab:
@@ -38,7 +35,7 @@ def check_tokens(tokens: Tensor, *, n_ctx: int | None = None, d_vocab: int | Non
             raise ValueError(f"tokens: expected ids in [0, d_vocab={d_vocab}), got id {bad}")
 
 
-def check_offset(offset: int, pos: int, n_ctx: int) -> None:
+def validate_offset(offset: int, pos: int, n_ctx: int) -> None:
     """Raise unless positions ``offset .. offset + pos - 1`` all lie in ``[0, n_ctx)``."""
     if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
         raise ValueError(f"offset: expected an int >= 0, got {offset!r}")

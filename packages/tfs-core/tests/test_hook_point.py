@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from tfs_attention._hook_point import HookPoint
+from tfs_core import HookPoint
 
 
 @pytest.fixture
