@@ -13,7 +13,8 @@ import torch
 from torch import Tensor, nn
 
 from tfs_attention import MultiHeadAttention
-from tfs_attention.checks import CONTRACT, check_attention
+from tfs_attention.checks import check_attention
+from tfs_attention.checks.attention import CONTRACT
 from tfs_core.checking import Subject, run_checks
 
 

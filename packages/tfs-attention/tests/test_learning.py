@@ -5,9 +5,9 @@ one position among the first 7 carries a flag. The answer, read at the LAST
 position, is the value at the flagged position. The answer is independent of the last
 position's own input, so nothing that only looks at the last position can beat chance
 (1/8); one attention head that looks for the flag and copies its value solves it.
-Inputs are built by tfs_attention.checks.fetch_batch (the same task is the learning check
-of `check_attention`): each position is one_hot(value) in features [0, 8) plus a flag
-bit in feature 8. No positional information is needed: which position is flagged is
+Inputs are built by tfs_attention.checks.tasks.fetch_batch (the same task is the learning
+check of `check_attention`): each position is one_hot(value) in features [0, 8) plus a
+flag bit in feature 8. No positional information is needed: which position is flagged is
 carried by the flag bit itself.
 """
 

@@ -1,5 +1,5 @@
-"""tfs_attention.mistakes: each known attention mistake is named by check_attention, and
-none is named for tfs's own attention."""
+"""tfs_attention.checks.attention_mistakes: each known attention mistake is named by
+check_attention, and none is named for tfs's own attention."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from collections.abc import Callable
 import pytest
 
 from tfs_attention import MultiHeadAttention
-from tfs_attention.checks import CATALOGUE, check_attention
-from tfs_attention.mistakes import MISTAKES, Attention
+from tfs_attention.checks import check_attention
+from tfs_attention.checks.attention import CATALOGUE
+from tfs_attention.checks.attention_mistakes import MISTAKES, Attention
 
 
 def test_there_are_at_least_twelve() -> None:

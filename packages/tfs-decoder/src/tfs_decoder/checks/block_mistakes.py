@@ -8,7 +8,7 @@ from collections.abc import Mapping
 
 from torch import Tensor
 
-from tfs_attention.mistakes import Attention
+from tfs_attention.checks.attention_mistakes import Attention
 from tfs_core.checking import Formula
 from tfs_decoder.layernorm import layer_norm_formula
 from tfs_mlp.activations import gelu_formula

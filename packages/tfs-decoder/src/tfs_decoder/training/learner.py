@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from tfs_attention import checks as attention_checks
+from tfs_attention.checks import attention as attention_checks
 from tfs_core.checking import source_file, trimmed
 from tfs_decoder.block import ResidualBlock
 from tfs_decoder.checks import decoder as decoder_checks

@@ -1,4 +1,4 @@
-"""The checks tfs's MultiHeadAttention passes, runnable on any attention class.
+"""The checks of multi-head attention: :func:`check_attention`.
 
 ``check_attention(MyAttention)`` builds the class as tfs builds its own
 (``MyAttention(d_model=32, n_heads=2)``), expects tfs's parameter names and shapes, and
@@ -13,16 +13,15 @@ import math
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tfs_attention.attention import MultiHeadAttention
-from tfs_attention.mistakes import MISTAKES, Attention
+from tfs_attention.checks.attention_mistakes import MISTAKES, Attention
+from tfs_attention.checks.tasks import fetch_accuracy
 from tfs_core.checking import (
     Catalogue,
     Check,
     CheckFailed,
-    CheckResult,
     Contract,
     Report,
     Subject,
@@ -39,7 +38,7 @@ from tfs_core.checking import (
     run_checks,
 )
 
-__all__ = ["CheckResult", "Report", "check_attention", "fetch_accuracy"]
+__all__ = ["check_attention"]
 
 D_MODEL, N_HEADS, D_HEAD, POS = 32, 2, 16, 6
 TOLERANCE = 1e-5
@@ -278,45 +277,6 @@ def _gradients(subject: Subject) -> None:
     check_gradients(subject, _weights(), lambda: MultiHeadAttention(D_MODEL, N_HEADS), _x(), 1e-4)
 
 
-def fetch_batch(gen: torch.Generator, n: int) -> tuple[Tensor, Tensor]:
-    """The "fetch the flagged value" task: ``n`` sequences of 8 one-hot values (features
-    0-7) with a flag bit (feature 8) on one of the first 7 positions; the target is the
-    flagged value, read at the last position. Inputs ``[n, 8, 16]``, targets ``[n]``."""
-    values = torch.randint(0, 8, (n, 8), generator=gen)
-    flagged = torch.randint(0, 7, (n,), generator=gen)
-    x = torch.zeros(n, 8, 16)
-    x[..., :8] = F.one_hot(values, 8).float()
-    rows = torch.arange(n)
-    x[rows, flagged, 8] = 1.0
-    return x, values[rows, flagged]
-
-
-def fetch_accuracy(make_attention: Callable[[], nn.Module] | None, seed: int) -> float:
-    """Train ``make_attention()`` (d_model 16, 2 heads, causal) and a readout matrix on the
-    task of :func:`fetch_batch` (Adam lr 3e-2, 80 steps of 64); the accuracy on 2,048
-    fresh sequences. ``None`` is the control: the readout sees only the last position."""
-    gen = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    attn = make_attention() if make_attention is not None else None
-    readout = nn.Parameter(torch.randn(16, 8) * 0.02)
-    params = [readout, *(attn.parameters() if attn is not None else [])]
-    optimizer = torch.optim.Adam(params, lr=3e-2)
-
-    def logits(x: Tensor) -> Tensor:
-        last = output(attn(x))[:, -1] if attn is not None else x[:, -1]
-        return last @ readout
-
-    for _ in range(80):
-        x, y = fetch_batch(gen, 64)
-        loss = F.cross_entropy(logits(x), y)
-        optimizer.zero_grad()
-        torch.autograd.backward(loss)
-        optimizer.step()
-    with torch.no_grad():
-        x, y = fetch_batch(torch.Generator().manual_seed(seed + 10_000), 2048)
-        return float((logits(x).argmax(dim=-1) == y).float().mean())
-
-
 def _learning(subject: Subject) -> None:
     accuracy = fetch_accuracy(lambda: subject.build(d_model=16, n_heads=2), seed=0)
     if not accuracy >= 0.95:
@@ -368,8 +328,9 @@ def check_attention(cls: Callable[..., nn.Module], *, learning: bool = True) -> 
 
     A check that reads its concept through another is skipped when that one failed
     (``SKIP  scale (depends on: softmax axis)``). When the class computes one of the known
-    mistakes of :mod:`tfs_attention.mistakes` under tfs's weights, the report's first line
-    after the header names it: ``MISTAKE  the heads' outputs are averaged; ...``.
+    mistakes of :mod:`tfs_attention.checks.attention_mistakes` under tfs's weights, the
+    report's first line after the header names it: ``MISTAKE  the heads' outputs are
+    averaged; ...``.
     """
     checks = CHECKS + (LEARNING if learning else [])
     return run_checks("attention", cls, CONTRACT, checks, needs=NEEDS, catalogue=CATALOGUE)
