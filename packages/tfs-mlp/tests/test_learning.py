@@ -21,8 +21,8 @@ Thresholds: MLP accuracy >= 0.99 and eval loss < 0.05 (20x the worst measured lo
 control eval loss > 0.68 (measured minimum 0.692, chance 0.693) and accuracy < 0.80 (the
 theoretical best for a linear classifier is 0.75 on noise-free bits).
 The tests run seed 0. About 0.5 s (MLP) and 0.1 s (control) with one torch thread.
-The task and the training are tfs_mlp.checks.parity_batch and train_parity (the same task
-is the learning check of `check_mlp`).
+The task and the training are tfs_mlp.checks.tasks.parity_batch and train_parity (the same
+task is the learning check of `check_mlp`).
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ from __future__ import annotations
 import pytest
 
 from tfs_mlp import MLP
-from tfs_mlp.checks import D_MLP, D_MODEL, train_parity
+from tfs_mlp.checks.mlp import D_MLP
+from tfs_mlp.checks.tasks import D_MODEL, train_parity
 
 SEED = 0
 

@@ -1,5 +1,5 @@
-"""tfs_mlp.mistakes: each known MLP mistake is named by check_mlp, and none is named for
-tfs's own MLP."""
+"""tfs_mlp.checks.mlp_mistakes: each known MLP mistake is named by check_mlp, and none is
+named for tfs's own MLP."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from tfs_mlp import MLP
-from tfs_mlp.checks import CATALOGUE, check_mlp
-from tfs_mlp.mistakes import MISTAKES
-from tfs_mlp.mistakes import MLP as Plain
+from tfs_mlp.checks import check_mlp
+from tfs_mlp.checks.mlp import CATALOGUE
+from tfs_mlp.checks.mlp_mistakes import MISTAKES
+from tfs_mlp.checks.mlp_mistakes import MLP as Plain
 
 
 def test_there_are_at_least_six() -> None:

@@ -40,7 +40,7 @@ from tfs_decoder.decoder import Decoder
 from tfs_decoder.training.device import autocast
 from tfs_decoder.training.errors import UsageError
 from tfs_decoder.training.exercise import load_target
-from tfs_mlp import checks as mlp_checks
+from tfs_mlp.checks import mlp as mlp_checks
 
 # A small batch of a few positions: enough to show a wrong shape or a forward that raises.
 _CHECK_BATCH, _CHECK_POS = 2, 4

@@ -1,13 +1,10 @@
-"""The checks tfs's MLP passes, runnable on any MLP class.
+"""The checks of the MLP: :func:`check_mlp`.
 
 ``check_mlp(MyMLP)`` builds the class as tfs builds its own (``MyMLP(d_model=8,
 d_mlp=32)``), expects tfs's parameter names and shapes, and returns a :class:`Report`:
 one line per check, and for each failure one sentence that names the concept with the
 evidence. Use it in a pytest test with ``assert report.ok, str(report)``, or from the
 shell with ``tfs check mlp FILE:CLASS``.
-
-The learning check's task, the parity of three bits, is the package's learning test too:
-:func:`train_parity`.
 """
 
 from __future__ import annotations
@@ -16,14 +13,12 @@ import math
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tfs_core.checking import (
     Catalogue,
     Check,
     CheckFailed,
-    CheckResult,
     Contract,
     Report,
     Subject,
@@ -39,13 +34,16 @@ from tfs_core.checking import (
     run_checks,
 )
 from tfs_mlp.activations import gelu_formula
-from tfs_mlp.mistakes import MISTAKES
-from tfs_mlp.mistakes import MLP as Plain
+from tfs_mlp.checks.mlp_mistakes import MISTAKES
+from tfs_mlp.checks.mlp_mistakes import MLP as Plain
+from tfs_mlp.checks.tasks import D_MODEL, POS, train_parity
 from tfs_mlp.mlp import MLP
 
-__all__ = ["CheckResult", "Report", "check_mlp", "parity_batch", "train_parity"]
+__all__ = ["check_mlp"]
 
-D_MODEL, D_MLP, POS = 8, 32, 4
+D_MLP = 32
+"""With the parity task's ``D_MODEL`` and ``POS``: the learning check trains the class as
+the other checks build it."""
 TOLERANCE = 1e-5
 """float32: tfs's MLP (addmm, a written-out GELU backward) and a plain einsum with
 autograd agree to about 1e-6 here, outputs and gradients."""
@@ -166,56 +164,6 @@ def _gradients(subject: Subject) -> None:
     check_gradients(subject, _weights(), lambda: MLP(D_MODEL, D_MLP), _x(), TOLERANCE)
 
 
-# The parity task: tests/test_learning.py records its measurements and thresholds.
-N_BITS, NOISE, BATCH, STEPS, LR = 3, 0.1, 16, 300, 0.03
-
-
-def parity_batch(batch: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-    """x ``[batch, 4, 8]`` with three ±1 bits in coordinates 0..2 plus Gaussian noise (std
-    0.1) everywhere; y ``[batch, 4]``, the parity of the bits at each position."""
-    bits = torch.randint(0, 2, (batch, POS, N_BITS), generator=generator)
-    x = NOISE * torch.randn(batch, POS, D_MODEL, generator=generator)
-    x[..., :N_BITS] += 2.0 * bits.float() - 1.0
-    return x, (bits.sum(dim=-1) % 2).float()
-
-
-def train_parity(make_mlp: Callable[[], nn.Module] | None, seed: int) -> tuple[float, float]:
-    """Train ``make_mlp()`` (built for d_model 8) on :func:`parity_batch`, reading the first
-    coordinate of its output as a logit (Adam lr 0.03, 300 steps of 16 sequences); return
-    (accuracy, loss) on 256 fresh sequences. ``None`` is the control: a linear map
-    ``x W + b`` in its place."""
-    generator = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    if make_mlp is not None:
-        mlp = make_mlp()
-        params = list(mlp.parameters())
-
-        def readout(x: Tensor) -> Tensor:
-            return output(mlp(x))[..., 0]
-
-    else:
-        W = nn.Parameter(0.02 * torch.randn(D_MODEL, 1))
-        b = nn.Parameter(torch.zeros(1))
-        params = [W, b]
-
-        def readout(x: Tensor) -> Tensor:
-            return (x @ W + b)[..., 0]
-
-    opt = torch.optim.Adam(params, lr=LR)
-    for _ in range(STEPS):
-        x, y = parity_batch(BATCH, generator)
-        loss = F.binary_cross_entropy_with_logits(readout(x), y)
-        opt.zero_grad()
-        torch.autograd.backward(loss)
-        opt.step()
-    x, y = parity_batch(256, generator)
-    with torch.no_grad():
-        logits = readout(x)
-        accuracy = ((logits > 0).float() == y).float().mean().item()
-        eval_loss = F.binary_cross_entropy_with_logits(logits, y).item()
-    return accuracy, eval_loss
-
-
 def _learning(subject: Subject) -> None:
     accuracy, loss = train_parity(subject.build, seed=0)
     if not (accuracy >= 0.99 and loss < 0.05):
@@ -267,7 +215,7 @@ def check_mlp(cls: Callable[..., nn.Module], *, learning: bool = True) -> Report
     (within 1e-6 at 16 points, float64); every weight and bias used; gradients equal to
     tfs's; and, unless ``learning=False``, the learning check: the MLP learns the parity of
     three bits, which no linear map can (under a second). A class that computes one of
-    the known mistakes of :mod:`tfs_mlp.mistakes` is told which, first.
+    the known mistakes of :mod:`tfs_mlp.checks.mlp_mistakes` is told which, first.
     """
     checks = CHECKS + (LEARNING if learning else [])
     return run_checks("mlp", cls, CONTRACT, checks, needs=NEEDS, catalogue=CATALOGUE)
