@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from tfs_decoder import Decoder
-from tfs_decoder.checks.reversal import (
+from tfs_decoder.checks.tasks import (
     FIRST_HALF_TOLERANCE,
     LOSS_FLOOR,
     LOSS_TOLERANCE,
@@ -34,7 +34,7 @@ def test_decoder_learns_sequence_reversal() -> None:
     Thresholds: second-half accuracy >= 0.99; |first-half accuracy - 0.1| <= 0.012
     (4 binomial standard errors, sqrt(0.1 * 0.9 / 10000) = 0.003); |loss - 0.5 ln V| <= 0.05
     (2.4x the worst measured excess). About 3 s on one thread, with the runtime type checker.
-    The task and its training live in tfs_decoder.checks.reversal: check_decoder's learning
+    The task and its training live in tfs_decoder.checks.tasks: check_decoder's learning
     check trains a learner's decoder on it with these thresholds.
     """
     result = train_reversal(Decoder, seed=0)

@@ -5,6 +5,9 @@ a learner's own class or function.
 names and shapes, and returns a :class:`Report`: one line per check, and for each failure
 one sentence that names the concept with the evidence. Use it in a pytest test with
 ``assert report.ok, str(report)``, or from the shell with ``tfs check block FILE:CLASS``.
+
+The decoder's learning check's task, sequence reversal, is the package's learning test
+too: :func:`train_reversal`.
 """
 
 from tfs_core.checking import CheckResult, Report
@@ -12,5 +15,16 @@ from tfs_decoder.checks.block import check_block
 from tfs_decoder.checks.decoder import check_decoder
 from tfs_decoder.checks.layernorm import check_layernorm
 from tfs_decoder.checks.loss import check_loss
+from tfs_decoder.checks.tasks import ReversalResult, reversal_batch, train_reversal
 
-__all__ = ["CheckResult", "Report", "check_block", "check_decoder", "check_layernorm", "check_loss"]
+__all__ = [
+    "CheckResult",
+    "Report",
+    "ReversalResult",
+    "check_block",
+    "check_decoder",
+    "check_layernorm",
+    "check_loss",
+    "reversal_batch",
+    "train_reversal",
+]

@@ -24,7 +24,7 @@ from tfs_core.checking import (
     random_weights,
     run_checks,
 )
-from tfs_decoder.checks import decoder_mistakes, reversal
+from tfs_decoder.checks import decoder_mistakes, tasks
 from tfs_decoder.checks._common import parameter_shapes
 from tfs_decoder.checks.locate import locating
 from tfs_decoder.config import DecoderConfig
@@ -153,30 +153,30 @@ as initialisation differs (measured: N(0, 1) embeddings instead of N(0, 0.02) en
 
 
 def _learning(subject: Subject) -> None:
-    result = reversal.train_reversal(lambda config: subject.build(config=config), seed=0)
-    chance, floor = 1 / reversal.V, reversal.LOSS_FLOOR
-    trained = f"after {reversal.STEPS} steps on reversing sequences the decoder"
+    result = tasks.train_reversal(lambda config: subject.build(config=config), seed=0)
+    chance, floor = 1 / tasks.V, tasks.LOSS_FLOOR
+    trained = f"after {tasks.STEPS} steps on reversing sequences the decoder"
     leak = "future positions leak into the past"
-    if not result.second_half_accuracy >= reversal.SECOND_HALF_ACCURACY:
+    if not result.second_half_accuracy >= tasks.SECOND_HALF_ACCURACY:
         raise CheckFailed(
             f"{trained} predicts {result.second_half_accuracy:.1%} of the reversed half (tfs's: "
-            f"100%; needed {reversal.SECOND_HALF_ACCURACY:.0%}) — it does not learn to read "
+            f"100%; needed {tasks.SECOND_HALF_ACCURACY:.0%}) — it does not learn to read "
             f"earlier positions as it should"
         )
-    if not result.first_half_accuracy <= chance + reversal.FIRST_HALF_TOLERANCE:
+    if not result.first_half_accuracy <= chance + tasks.FIRST_HALF_TOLERANCE:
         raise CheckFailed(
             f"{trained} predicts {result.first_half_accuracy:.1%} of the first half, which is "
             f"random (chance {chance:.0%}) — {leak}"
         )
-    if not result.loss >= floor - reversal.LOSS_TOLERANCE:
+    if not result.loss >= floor - tasks.LOSS_TOLERANCE:
         raise CheckFailed(
-            f"{trained} ends at loss {result.loss:.3f} nats, below 0.5 ln {reversal.V} = "
+            f"{trained} ends at loss {result.loss:.3f} nats, below 0.5 ln {tasks.V} = "
             f"{floor:.3f}, the least a model that cannot see the next token can reach — {leak}"
         )
     if not result.loss <= floor + LOSS_EXCESS:
         raise CheckFailed(
             f"{trained} ends at loss {result.loss:.3f} nats, more than {LOSS_EXCESS} above "
-            f"the floor 0.5 ln {reversal.V} = {floor:.3f} (tfs's: within 0.021) — it learns "
+            f"the floor 0.5 ln {tasks.V} = {floor:.3f} (tfs's: within 0.021) — it learns "
             f"less than it should (the initialisation matters: GPT-2 draws weights from "
             f"N(0, 0.02))"
         )

@@ -1,5 +1,7 @@
-"""The sequence-reversal task: a decoder learns to reverse its input, and stays at chance
-where nothing can be predicted. tfs's learning test and ``check_decoder`` both train on it.
+"""The learning task of the decoder checks, and the package's learning test too: sequence
+reversal (:func:`train_reversal`). A decoder learns to reverse its input, and stays at
+chance where nothing can be predicted. tfs's learning test and ``check_decoder`` both train
+on it.
 """
 
 from __future__ import annotations
