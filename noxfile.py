@@ -1,6 +1,7 @@
 """Sessions: tests-<package>, typecheck-<package> (one virtualenv each), tests-examples and
 typecheck-examples (the examples/ folder, all five packages installed), tests-scripts and
-typecheck-scripts (the release scripts), tests, typecheck, lint, train (the no-argument
+typecheck-scripts (the release scripts), tests, typecheck, lint, docs (the documentation
+site, built strictly), train (the no-argument
 main job), bench (the speed benchmark), tests-oldest-torch (every package's tests on the
 oldest torch the packages admit), and dist and smoke (build and check the release files,
 then test them installed; `nox -s dist smoke`). bench, tests-oldest-torch, dist and smoke
@@ -40,7 +41,7 @@ SIBLINGS = {
 
 nox.options.default_venv_backend = "uv|virtualenv"
 nox.options.reuse_existing_virtualenvs = True
-nox.options.sessions = ["tests", "typecheck", "lint"]
+nox.options.sessions = ["tests", "typecheck", "lint", "docs"]
 
 # Pin torch and the tools for every install; uv reads UV_CONSTRAINT, pip PIP_CONSTRAINT.
 os.environ["UV_CONSTRAINT"] = str(CONSTRAINTS)
@@ -174,6 +175,20 @@ def lint(session: nox.Session) -> None:
     session.install("ruff")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """The documentation site (mkdocs.yml, docs/*.md) built with --strict, so that any
+    warning fails: a broken link or anchor, a missing snippet, a docstring the API pages
+    cannot render. mkdocstrings reads the packages' src/ folders without importing them,
+    so only the site's tools are installed (ruff formats the signatures). The site goes
+    under .nox/, never into the checkout."""
+    session.install("mkdocs", "mkdocs-material", "mkdocstrings[python]", "ruff")
+    site = Path(session.create_tmp()) / "site"
+    # NO_MKDOCS_2_WARNING: Material's banner about its end of life, printed on every build.
+    env = {"NO_MKDOCS_2_WARNING": "1"}
+    session.run("mkdocs", "build", "--strict", "--site-dir", str(site), *session.posargs, env=env)
 
 
 @nox.session
