@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tfs_decoder.checks.exercise import COMPONENTS, Component
 from tfs_decoder.training.cli import main
-from tfs_decoder.training.exercise import COMPONENTS, Component
 
 Capture = pytest.CaptureFixture[str]
 # Learner files are not type-checked, and tfs's checks run here over a hundred times.

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tfs_decoder.checks.exercise import COMPONENTS
 from tfs_decoder.training.cli import main
-from tfs_decoder.training.exercise import COMPONENTS
 
 Capture = pytest.CaptureFixture[str]
 
@@ -25,7 +25,7 @@ def test_list_names_every_component_in_curriculum_order(capsys: Capture) -> None
 def test_each_starting_file_is_checked_as_not_implemented_yet(
     component: object, tmp_path: Path, capsys: Capture
 ) -> None:
-    from tfs_decoder.training.exercise import Component
+    from tfs_decoder.checks.exercise import Component
 
     assert isinstance(component, Component)
     out = tmp_path / f"start_{component.template}"

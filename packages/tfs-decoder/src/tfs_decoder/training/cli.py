@@ -10,7 +10,7 @@ learner's own classes (:mod:`tfs_decoder.training.learner`). ``tfs sample`` cont
 prompt with a saved model, ``tfs eval`` measures its validation loss,
 ``tfs attention-plot`` draws one layer's attention patterns for a prompt as a PNG (one heatmap
 per head). ``tfs exercise`` writes a starting file for one component, ``tfs check`` runs
-tfs's checks of that component on a learner's class (:mod:`tfs_decoder.training.exercise`).
+tfs's checks of that component on a learner's class (:mod:`tfs_decoder.checks.exercise`).
 
 A mistake the user can fix (a flag, a data file, a checkpoint: every
 :class:`~tfs_decoder.training.errors.TfsError`) ends the command with one line
@@ -32,7 +32,8 @@ from typing import Any, NoReturn
 
 import torch
 
-from tfs_decoder.training import commands, exercise, trainer
+from tfs_decoder.checks import exercise
+from tfs_decoder.training import commands, trainer
 from tfs_decoder.training.config import DTYPES
 from tfs_decoder.training.errors import TfsError, UsageError, one_line
 from tfs_decoder.training.flags import (

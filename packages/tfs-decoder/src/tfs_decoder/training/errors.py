@@ -1,8 +1,11 @@
-"""Errors a user can cause and fix: the command line prints them as one line, no traceback."""
+"""Errors a user can cause and fix: the command line prints them as one line, no traceback.
 
+:class:`TfsError` and :class:`UsageError` are defined in :mod:`tfs_decoder.errors`, since
+``tfs exercise`` and ``tfs check`` raise them from the model library too."""
 
-class TfsError(Exception):
-    """Bad input from the user (a data file, a checkpoint, a flag); the message says which."""
+from tfs_decoder.errors import TfsError, UsageError
+
+__all__ = ["CheckpointError", "DataError", "TfsError", "UsageError", "one_line"]
 
 
 class DataError(TfsError, ValueError):
@@ -11,10 +14,6 @@ class DataError(TfsError, ValueError):
 
 class CheckpointError(TfsError, ValueError):
     """A checkpoint is missing, corrupt, or does not match the requested model."""
-
-
-class UsageError(TfsError):
-    """A command line argparse could not parse (unknown flag, bad value, missing argument)."""
 
 
 def one_line(message: str) -> str:

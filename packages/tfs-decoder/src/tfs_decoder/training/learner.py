@@ -5,7 +5,7 @@
 into tfs's :class:`~tfs_decoder.Decoder` instead: the attention and the MLP of every block
 (through the Decoder's ``make_attn``/``make_mlp``), every LayerNorm (each block's ``ln1``,
 ``ln2`` and ``ln_final``, replaced after construction). Each class is imported with
-:func:`~tfs_decoder.training.exercise.load_target` and built with the keywords ``tfs check``
+:func:`~tfs_decoder.checks.exercise.load_target` and built with the keywords ``tfs check``
 builds it with::
 
     Class(config=DecoderConfig(...))       # --model
@@ -35,11 +35,11 @@ from tfs_core.checking import source_file, trimmed
 from tfs_decoder.block import ResidualBlock
 from tfs_decoder.checks import decoder as decoder_checks
 from tfs_decoder.checks import layernorm as layernorm_checks
+from tfs_decoder.checks.exercise import load_target
 from tfs_decoder.config import DecoderConfig
 from tfs_decoder.decoder import Decoder
 from tfs_decoder.training.device import autocast
 from tfs_decoder.training.errors import UsageError
-from tfs_decoder.training.exercise import load_target
 from tfs_mlp.checks import mlp as mlp_checks
 
 # A small batch of a few positions: enough to show a wrong shape or a forward that raises.

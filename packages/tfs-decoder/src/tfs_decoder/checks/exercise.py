@@ -21,7 +21,7 @@ from types import ModuleType
 from typing import Any
 
 from tfs_core.checking import trimmed
-from tfs_decoder.training.errors import UsageError
+from tfs_decoder.errors import UsageError
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,7 @@ def run_exercise(args: argparse.Namespace) -> int:
     out = Path(args.out or f"my_{component.template}")
     if out.exists() and not args.force:
         raise UsageError(f"--out: {out} exists; pass --force to replace it")
-    text = resources.files("tfs_decoder.training.exercise_files").joinpath(component.template)
+    text = resources.files("tfs_decoder.checks.exercise_files").joinpath(component.template)
     out.write_text(text.read_text().replace("{file}", str(out)))
     print(
         f"wrote {out}; when its code is written, run: tfs check {component.name} "
