@@ -129,7 +129,7 @@ class Decoder(nn.Module):
             )
         offset = 0
         if kv_cache is not None:
-            offset = self._check_kv_cache(kv_cache)
+            offset = self._validate_kv_cache(kv_cache)
         residual = self.hook_embed(self.embed(tokens)) + self.hook_pos_embed(
             self.pos_embed(tokens, offset)
         )
@@ -152,7 +152,7 @@ class Decoder(nn.Module):
                 )
         return [KVCache(self.config.n_ctx) for _ in self.blocks]
 
-    def _check_kv_cache(self, kv_cache: Sequence[KVCache]) -> int:
+    def _validate_kv_cache(self, kv_cache: Sequence[KVCache]) -> int:
         """The number of cached positions, after checking there is one cache per block."""
         caches = [cache for cache in kv_cache if isinstance(cache, KVCache)]
         lengths = {cache.length for cache in caches}

@@ -30,7 +30,7 @@ from tfs_attention import KVCache
 from tfs_core.validation import require_positive_ints
 
 
-def check_sampling_args(temperature: float, top_k: int | None, top_p: float | None) -> None:
+def validate_sampling_args(temperature: float, top_k: int | None, top_p: float | None) -> None:
     """Raise ``TypeError``/``ValueError`` naming the argument if a sampling option is invalid."""
     if isinstance(temperature, bool) or not isinstance(temperature, int | float):
         raise TypeError(
@@ -54,7 +54,7 @@ def check_sampling_args(temperature: float, top_k: int | None, top_p: float | No
             raise ValueError(f"top_p: expected a float in (0, 1] or None, got {top_p!r}")
 
 
-def _check_logits(logits: Tensor) -> None:
+def _validate_logits(logits: Tensor) -> None:
     if not isinstance(logits, Tensor):
         raise TypeError(f"logits: expected a torch.Tensor, got {type(logits).__name__}")
     if not logits.is_floating_point():
@@ -111,8 +111,8 @@ def filtered_probs(
     gives the one-hot distribution on the arg max (the first index among equal maxima).
     Half-precision logits are promoted to float32. Rows are filtered independently.
     """
-    check_sampling_args(temperature, top_k, top_p)
-    _check_logits(logits)
+    validate_sampling_args(temperature, top_k, top_p)
+    _validate_logits(logits)
     if logits.dtype in (torch.float16, torch.bfloat16):
         logits = logits.float()
     if temperature == 0:
@@ -145,15 +145,15 @@ def sample_next_token(
     Shapes:
         logits ``[batch, d_vocab]`` (float) -> token ids ``[batch]`` (int64).
     """
-    check_sampling_args(temperature, top_k, top_p)
-    _check_logits(logits)
+    validate_sampling_args(temperature, top_k, top_p)
+    _validate_logits(logits)
     if temperature == 0:
         return logits.argmax(dim=-1)
     probs = filtered_probs(logits, temperature=temperature, top_k=top_k, top_p=top_p)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
-def _check_generate_args(
+def _validate_generate_args(
     tokens: Tensor, max_new_tokens: int, n_ctx: int, eos_token: int | None
 ) -> None:
     if not isinstance(tokens, Tensor):
@@ -231,8 +231,8 @@ def generate_tokens(
         tokens ``[batch, pos]`` (integer) -> ``[batch, pos + new]`` with the prompt as its
         prefix, ``new <= max_new_tokens``, in the prompt's dtype.
     """
-    check_sampling_args(temperature, top_k, top_p)
-    _check_generate_args(tokens, max_new_tokens, n_ctx, eos_token)
+    validate_sampling_args(temperature, top_k, top_p)
+    _validate_generate_args(tokens, max_new_tokens, n_ctx, eos_token)
     if kv_cache is not None and any(cache.length for cache in kv_cache):
         raise ValueError("kv_cache: expected an empty cache (length 0), got one already in use")
     modes = [(module, module.training) for module in model.modules()]

@@ -85,7 +85,7 @@ def _import_transformers() -> Any:
     return transformers
 
 
-def _check_hf_config(config: Any) -> None:
+def _validate_hf_config(config: Any) -> None:
     """Raise ValueError for GPT-2 options that a :class:`Decoder` cannot reproduce."""
     if config.activation_function not in _ACTIVATION_FROM_HF:
         raise ValueError(
@@ -122,7 +122,7 @@ def _check_hf_config(config: Any) -> None:
 
 def _config_from_hf(hf: Any) -> DecoderConfig:
     """The :class:`DecoderConfig` of a GPT-2 config (see :func:`from_hf_gpt2`)."""
-    _check_hf_config(hf)
+    _validate_hf_config(hf)
     d_model: int = hf.n_embd
     n_heads: int = hf.n_head
     return DecoderConfig(
@@ -221,7 +221,7 @@ def from_hf_gpt2(model: GPT2LMHeadModel) -> Decoder:
     return decoder.eval()
 
 
-def _check_convertible(c: DecoderConfig, source: dict[str, Tensor]) -> None:
+def _validate_convertible(c: DecoderConfig, source: dict[str, Tensor]) -> None:
     """Raise ValueError if GPT-2 cannot represent the decoder of config ``c`` with state
     ``source`` (see :func:`to_hf_gpt2`)."""
     if c.positional != "learned":
@@ -301,7 +301,7 @@ def to_hf_gpt2(decoder: Decoder) -> GPT2LMHeadModel:
         raise TypeError(f"decoder: expected a tfs_decoder.Decoder, got {type(decoder).__name__}")
     c = decoder.config
     source = {name: tensor.detach() for name, tensor in decoder.state_dict().items()}
-    _check_convertible(c, source)
+    _validate_convertible(c, source)
 
     W_E = source["embed.W_E"]
     W_U = source["unembed.W_U"]

@@ -31,7 +31,7 @@ def hook_points(model: nn.Module) -> dict[str, nn.Module]:
     }
 
 
-def _check_names(argument: str, names: Iterable[str], known: dict[str, nn.Module]) -> None:
+def _validate_names(argument: str, names: Iterable[str], known: dict[str, nn.Module]) -> None:
     unknown = [name for name in names if name not in known]
     if unknown:
         # One entry per kind of hook point: blocks.0.attn.hook_q, blocks.1... -> blocks.{i}...
@@ -66,7 +66,7 @@ def run_with_cache(
     """
     known = hook_points(model)
     wanted = list(known) if names is None else list(names)
-    _check_names("names", wanted, known)
+    _validate_names("names", wanted, known)
     cache: dict[str, Tensor] = {}
 
     def recorder(name: str) -> Callable[[nn.Module, Any, Tensor], None]:
@@ -96,7 +96,7 @@ def run_with_hooks(
         logits = run_with_hooks(model, tokens, fwd_hooks=[("blocks.0.attn.hook_pattern", ablate)])
     """
     known = hook_points(model)
-    _check_names("fwd_hooks", [name for name, _ in fwd_hooks], known)
+    _validate_names("fwd_hooks", [name for name, _ in fwd_hooks], known)
 
     def caller(name: str, fn: HookFn) -> Callable[[nn.Module, Any, Tensor], Tensor | None]:
         def call(module: nn.Module, inputs: Any, output: Tensor) -> Tensor | None:
