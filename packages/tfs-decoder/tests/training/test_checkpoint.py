@@ -25,7 +25,7 @@ from tfs_decoder import Decoder, DecoderConfig
 from tfs_decoder.training import checkpoint as ck
 from tfs_decoder.training.checkpoint import Checkpoint, rng_state, save_checkpoint, set_rng_state
 from tfs_decoder.training.errors import CheckpointError
-from tfs_decoder.training.load import check_config_matches, load_checkpoint, load_model
+from tfs_decoder.training.load import load_checkpoint, load_model, verify_config_matches
 
 TINY = DecoderConfig(d_vocab=11, d_model=8, n_heads=2, d_head=4, d_mlp=16, n_layers=2, n_ctx=6)
 TRAIN = {"lr": 0.001, "batch_size": 4, "data": "corpus.txt", "betas": [0.9, 0.95]}
@@ -682,13 +682,13 @@ def test_load_model_lists_missing_unexpected_and_wrong_shape(tmp_path: Path) -> 
 # Config comparison and save-side argument checks
 
 
-def test_check_config_matches() -> None:
-    check_config_matches(TINY, dataclasses.replace(TINY))
+def test_verify_config_matches() -> None:
+    verify_config_matches(TINY, dataclasses.replace(TINY))
     # The backend computes the same function of the same weights: switching is allowed.
-    check_config_matches(TINY, dataclasses.replace(TINY, attention_backend="sdpa"))
+    verify_config_matches(TINY, dataclasses.replace(TINY, attention_backend="sdpa"))
     requested = dataclasses.replace(TINY, n_layers=4, dropout=0.1)
     with pytest.raises(CheckpointError) as info:
-        check_config_matches(TINY, requested)
+        verify_config_matches(TINY, requested)
     message = str(info.value)
     assert "n_layers: checkpoint has 2, flags ask for 4" in message
     assert "dropout: checkpoint has 0.0, flags ask for 0.1" in message

@@ -25,7 +25,7 @@ from tfs_decoder.training.errors import DataError
 __all__ = ["WindowSampler", "eval_windows", "split_ids"]
 
 
-def _check_stream(name: str, ids: Tensor) -> None:
+def _validate_stream(name: str, ids: Tensor) -> None:
     if ids.ndim != 1:
         shape = tuple(ids.shape)
         raise ValueError(f"{name}: expected a 1-D tensor of token ids, got shape {shape}")
@@ -45,7 +45,7 @@ def split_ids(
         DataError: either part would be shorter than ``n_ctx + 1`` ids (one window): the text
             is too short for this context length; the message says how long it is and must be.
     """
-    _check_stream("ids", ids)
+    _validate_stream("ids", ids)
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction: expected a number in (0, 1), got {val_fraction}")
     require_positive_ints(n_ctx=n_ctx)
@@ -110,7 +110,7 @@ class WindowSampler:
         rank: int = 0,
         world_size: int = 1,
     ) -> None:
-        _check_stream("data", data)
+        _validate_stream("data", data)
         require_positive_ints(n_ctx=n_ctx, batch_size=batch_size, world_size=world_size)
         if not 0 <= rank < world_size:
             raise ValueError(f"rank: expected an int in [0, world_size={world_size}), got {rank}")
@@ -190,7 +190,7 @@ def eval_windows(
         ValueError: a size argument is not positive or ``data`` is not 1-D.
         DataError: ``data`` is shorter than ``n_ctx + 1`` ids.
     """
-    _check_stream("data", data)
+    _validate_stream("data", data)
     require_positive_ints(n_ctx=n_ctx, batch_size=batch_size, n_batches=n_batches)
     window = n_ctx + 1
     n_tokens = data.shape[0]

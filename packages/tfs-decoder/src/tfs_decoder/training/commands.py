@@ -20,7 +20,7 @@ from tfs_decoder.training.device import autocast, resolve_device, resolve_dtype
 from tfs_decoder.training.errors import DataError, TfsError, UsageError
 from tfs_decoder.training.evaluate import evaluate, generate
 from tfs_decoder.training.flags import train_config_from_args, train_config_from_saved
-from tfs_decoder.training.learner import check_forward, learner_targets
+from tfs_decoder.training.learner import learner_targets, verify_forward
 from tfs_decoder.training.load import load_model
 from tfs_decoder.training.tokenizer import Tokenizer, tail_chars, tokenizer_from_dict
 
@@ -44,7 +44,7 @@ def _load(
     device = resolve_device(device_name)
     dtype = resolve_dtype(dtype_name, device)
     model, tokenizer_dict, saved = load_model(checkpoint, map_location=device)
-    check_forward(
+    verify_forward(
         model, saved.model_config, learner_targets(saved.train_config), device=device,
         dtype=dtype, source=f"checkpoint {saved.path}",
     )  # fmt: skip

@@ -165,13 +165,13 @@ class TrainConfig:
             "log_interval",
         )
         for name in positive:
-            _check_int(name, getattr(self, name), minimum=1)
+            _validate_int(name, getattr(self, name), minimum=1)
         for name in ("max_steps", "eval_interval", "eval_steps"):
-            _check_int(name, getattr(self, name), minimum=1, optional=True)
+            _validate_int(name, getattr(self, name), minimum=1, optional=True)
         for name in ("checkpoint_interval", "sample_tokens", "seed"):
-            _check_int(name, getattr(self, name), minimum=0)
-        _check_int("warmup_steps", self.warmup_steps, minimum=0, optional=True)
-        _check_int("word_vocab_size", self.word_vocab_size, minimum=2)  # a piece and <unk>
+            _validate_int(name, getattr(self, name), minimum=0)
+        _validate_int("warmup_steps", self.warmup_steps, minimum=0, optional=True)
+        _validate_int("word_vocab_size", self.word_vocab_size, minimum=2)  # a piece and <unk>
         if self.d_model % self.n_heads:
             raise ConfigError(
                 f"--n-heads: expected a divisor of --d-model={self.d_model} "
@@ -186,29 +186,29 @@ class TrainConfig:
                 f"--warmup-steps: expected at most --max-steps={self.max_steps}, "
                 f"got {self.warmup_steps}"
             )
-        _check_float("lr", self.lr, low=0.0, low_open=True)
+        _validate_float("lr", self.lr, low=0.0, low_open=True)
         if self.min_lr is not None:
-            _check_float("min_lr", self.min_lr, low=0.0, high=self.lr, what=f"<= --lr={self.lr}")
+            _validate_float("min_lr", self.min_lr, low=0.0, high=self.lr, what=f"<= --lr={self.lr}")
         if self.time_budget is not None:
-            _check_float("time_budget", self.time_budget, low=0.0)
-        _check_float("max_epochs", self.max_epochs, low=0.0)
-        _check_float("checkpoint_minutes", self.checkpoint_minutes, low=0.0)
-        _check_float("weight_decay", self.weight_decay, low=0.0)
-        _check_float("dropout", self.dropout, low=0.0, high=1.0, high_open=True)
-        _check_float("init_std", self.init_std, low=0.0, low_open=True)
-        _check_float("val_fraction", self.val_fraction, low=0.0, high=1.0, low_open=True,
+            _validate_float("time_budget", self.time_budget, low=0.0)
+        _validate_float("max_epochs", self.max_epochs, low=0.0)
+        _validate_float("checkpoint_minutes", self.checkpoint_minutes, low=0.0)
+        _validate_float("weight_decay", self.weight_decay, low=0.0)
+        _validate_float("dropout", self.dropout, low=0.0, high=1.0, high_open=True)
+        _validate_float("init_std", self.init_std, low=0.0, low_open=True)
+        _validate_float("val_fraction", self.val_fraction, low=0.0, high=1.0, low_open=True,
                      high_open=True)  # fmt: skip
-        _check_float("grad_clip", self.grad_clip, low=0.0)
-        _check_choice("tokenizer", self.tokenizer, TOKENIZERS)
+        _validate_float("grad_clip", self.grad_clip, low=0.0)
+        _validate_choice("tokenizer", self.tokenizer, TOKENIZERS)
         if not (self.device in DEVICES or self.device.startswith("cuda:")):
             raise ConfigError(f"--device: expected one of {DEVICES}, got {self.device!r}")
-        _check_choice("attention_backend", self.attention_backend, BACKENDS)
-        self._check_learner_modules()
-        _check_choice("dtype", self.dtype, tuple(DTYPES))
+        _validate_choice("attention_backend", self.attention_backend, BACKENDS)
+        self._validate_learner_modules()
+        _validate_choice("dtype", self.dtype, tuple(DTYPES))
         if not isinstance(self.sample_prompt, str):
             raise ConfigError(f"sample_prompt: expected a str, got {self.sample_prompt!r}")
 
-    def _check_learner_modules(self) -> None:
+    def _validate_learner_modules(self) -> None:
         parts = {"attention": self.attention, "mlp": self.mlp, "layernorm": self.layernorm}
         for name, target in {"model": self.model, **parts}.items():
             if target is not None and not isinstance(target, str):
@@ -269,7 +269,7 @@ class TrainConfig:
         )
 
 
-def _check_int(name: str, value: object, *, minimum: int, optional: bool = False) -> None:
+def _validate_int(name: str, value: object, *, minimum: int, optional: bool = False) -> None:
     if value is None and optional:
         return
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
@@ -277,12 +277,12 @@ def _check_int(name: str, value: object, *, minimum: int, optional: bool = False
         raise ConfigError(f"{_flag(name)}: expected {expected}, got {value!r}")
 
 
-def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
+def _validate_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ConfigError(f"{_flag(name)}: expected one of {choices}, got {value!r}")
 
 
-def _check_float(
+def _validate_float(
     name: str,
     value: object,
     *,

@@ -43,7 +43,7 @@ from tfs_decoder.training.errors import UsageError
 from tfs_mlp.checks import mlp as mlp_checks
 
 # A small batch of a few positions: enough to show a wrong shape or a forward that raises.
-_CHECK_BATCH, _CHECK_POS = 2, 4
+_VERIFY_BATCH, _VERIFY_POS = 2, 4
 
 
 @dataclass(frozen=True)
@@ -121,7 +121,7 @@ def build_model(
     return decoder
 
 
-def check_forward(
+def verify_forward(
     model: nn.Module,
     config: DecoderConfig,
     targets: Mapping[str, str],
@@ -141,9 +141,9 @@ def check_forward(
     if not targets:
         return
     generator = torch.Generator().manual_seed(0)
-    x = torch.randn(_CHECK_BATCH, _CHECK_POS, config.d_model, generator=generator).to(device)
-    pos = min(_CHECK_POS, config.n_ctx)
-    tokens = torch.randint(0, config.d_vocab, (_CHECK_BATCH, pos), generator=generator)
+    x = torch.randn(_VERIFY_BATCH, _VERIFY_POS, config.d_model, generator=generator).to(device)
+    pos = min(_VERIFY_POS, config.n_ctx)
+    tokens = torch.randint(0, config.d_vocab, (_VERIFY_BATCH, pos), generator=generator)
     if isinstance(model, Decoder) and "model" not in targets:
         first = model.blocks[0]
         assert isinstance(first, ResidualBlock)

@@ -137,14 +137,14 @@ def load_model(
         learner_targets(checkpoint.train_config),
         source=f"checkpoint {checkpoint.path}",
     )
-    check_state_matches(model, checkpoint.model_state, checkpoint.path / MODEL_FILE)
+    verify_state_matches(model, checkpoint.model_state, checkpoint.path / MODEL_FILE)
     model.load_state_dict(checkpoint.model_state, strict=True)
     model.to(map_location)
     model.eval()
     return model, checkpoint.tokenizer, checkpoint
 
 
-def check_state_matches(
+def verify_state_matches(
     model: nn.Module, model_state: Mapping[str, Tensor], source: str | os.PathLike[str]
 ) -> None:
     """Raise :class:`CheckpointError` listing every missing, unexpected and wrong-shape
@@ -170,7 +170,7 @@ def check_state_matches(
         )
 
 
-def check_config_matches(saved: DecoderConfig, requested: DecoderConfig) -> None:
+def verify_config_matches(saved: DecoderConfig, requested: DecoderConfig) -> None:
     """Raise :class:`CheckpointError` listing each field where the checkpoint's model config
     differs from the one the flags ask for (``--resume`` with different sizes). The
     attention backend may change: both compute the same function of the same weights."""

@@ -202,7 +202,7 @@ class TrainingLoop:
         )
         if self.deadline is not None:
             self.deadline.note_step(self._window_time / self._window_steps)
-        check_finite(loss, step)
+        verify_finite(loss, step)
         self._last_loss = loss
         self.val_loss = run.evaluate() if do_eval else None
         if run.info.is_main:
@@ -242,8 +242,8 @@ class TrainingLoop:
         return bool(flags[0] > 0), bool(flags[1] > 0)
 
     def _checkpoint(self, *, plot_after: bool) -> None:
-        """Check the loss and weights (every rank), then save (rank 0)."""
-        self._check_before_save(self.run.info)
+        """Verify the loss and weights (every rank), then save (rank 0)."""
+        self._verify_before_save(self.run.info)
         if self.run.info.is_main:
             self._save()
             if plot_after:
@@ -263,12 +263,12 @@ class TrainingLoop:
         self.bar.close()
         if self.run.info.is_main and self._saved_step != self.step:
             # Only rank 0 is here: no collective, its own unlogged steps only.
-            self._check_before_save(None)
+            self._verify_before_save(None)
             self._save()
         raise TrainingInterrupted(self.step, self.last_checkpoint)
 
-    def _check_before_save(self, info: DistInfo | None) -> None:
-        """Check what the logging steps have not yet checked, the loss of the steps since
+    def _verify_before_save(self, info: DistInfo | None) -> None:
+        """Verify what the logging steps have not yet verified, the loss of the steps since
         the last log (summed over the ranks of ``info``; this rank's alone when ``None``),
         and the weights, so that a diverged model never reaches a checkpoint."""
         if self._window_steps:
@@ -277,8 +277,8 @@ class TrainingLoop:
             if info is not None:
                 all_reduce_sum(loss, info)
                 ranks = info.world_size
-            check_finite(loss.item() / self._window_steps / ranks, self.step)
-        check_finite_weights(self.run.state.model, self.step)
+            verify_finite(loss.item() / self._window_steps / ranks, self.step)
+        verify_finite_weights(self.run.state.model, self.step)
 
 
 def train_step(run: Run, step_index: int, lr: float) -> Tensor:
@@ -309,7 +309,7 @@ def train_step(run: Run, step_index: int, lr: float) -> Tensor:
     return step_loss / config.grad_accum
 
 
-def check_finite(loss: float, step: int) -> None:
+def verify_finite(loss: float, step: int) -> None:
     if not math.isfinite(loss):
         raise TfsError(
             f"training diverged: the loss is {loss} at step {step}; "
@@ -317,7 +317,7 @@ def check_finite(loss: float, step: int) -> None:
         )
 
 
-def check_finite_weights(model: nn.Module, step: int) -> None:
+def verify_finite_weights(model: nn.Module, step: int) -> None:
     """Non-finite weights end the run before they can reach a checkpoint. Under DDP the
     weights are the same on every rank, so every rank reaches the same verdict."""
     with torch.no_grad():

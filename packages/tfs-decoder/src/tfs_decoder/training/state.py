@@ -15,7 +15,7 @@ from tfs_decoder.training.checkpoint import Checkpoint, set_rng_state
 from tfs_decoder.training.config import TrainConfig
 from tfs_decoder.training.errors import CheckpointError
 from tfs_decoder.training.learner import build_model, learner_targets
-from tfs_decoder.training.load import check_config_matches, check_state_matches
+from tfs_decoder.training.load import verify_config_matches, verify_state_matches
 from tfs_decoder.training.optim import build_optimizer
 
 
@@ -57,8 +57,8 @@ def build_state(
     start_step, previous_elapsed = 0, 0.0
     optimizer_state: dict[str, Any] | None = None
     if checkpoint is not None:
-        check_config_matches(checkpoint.model_config, model_config)
-        check_state_matches(model, checkpoint.model_state, checkpoint.path)
+        verify_config_matches(checkpoint.model_config, model_config)
+        verify_state_matches(model, checkpoint.model_state, checkpoint.path)
         model.load_state_dict(checkpoint.model_state)
         optimizer_state = checkpoint.state.get("optimizer")
         if optimizer_state is None:

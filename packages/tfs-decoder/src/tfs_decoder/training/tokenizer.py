@@ -76,7 +76,7 @@ class Tokenizer(Protocol):
 
 
 @no_type_check
-def _check_ids(ids: Sequence[int], vocab_size: int) -> None:
+def _validate_ids(ids: Sequence[int], vocab_size: int) -> None:
     if len(ids) and (min(ids) < 0 or max(ids) >= vocab_size):
         bad = next(i for i in ids if not 0 <= i < vocab_size)
         raise ValueError(f"ids: expected ids in [0, vocab_size={vocab_size}), got {bad}")
@@ -139,7 +139,7 @@ class CharTokenizer:
     @no_type_check
     def decode(self, ids: Sequence[int]) -> str:
         """The characters of ``ids`` joined; ids must be in ``[0, vocab_size)``."""
-        _check_ids(ids, self.vocab_size)
+        _validate_ids(ids, self.vocab_size)
         itos = self._itos
         return "".join([itos[i] for i in ids])
 
@@ -222,7 +222,7 @@ class BPETokenizer:
 
         A slice of ids that cuts a multi-byte character decodes that character to U+FFFD.
         """
-        _check_ids(ids, self.vocab_size)
+        _validate_ids(ids, self.vocab_size)
         return str(self._tok.decode(list(ids), skip_special_tokens=False))
 
     def to_dict(self) -> dict[str, Any]:
@@ -318,7 +318,7 @@ class WordTokenizer:
     def decode(self, ids: Sequence[int]) -> str:
         """The pieces of ``ids`` joined, :attr:`UNK` for the unknown id; ids must be in
         ``[0, vocab_size)``."""
-        _check_ids(ids, self.vocab_size)
+        _validate_ids(ids, self.vocab_size)
         decoded = self._decoded
         return "".join([decoded[i] for i in ids])
 

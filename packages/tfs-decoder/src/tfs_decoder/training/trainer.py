@@ -68,9 +68,9 @@ from tfs_decoder.training.files import write_text_atomic
 from tfs_decoder.training.interrupt import TrainingInterrupted
 from tfs_decoder.training.learner import (
     absolute_targets,
-    check_forward,
     describe,
     learner_targets,
+    verify_forward,
 )
 from tfs_decoder.training.load import load_checkpoint
 from tfs_decoder.training.loop import METRICS_FILE, Run, TrainingLoop, train_step
@@ -168,7 +168,7 @@ def _train(
     data = load_run_data(config, info, checkpoint)
     state = build_state(config, data.tokenizer.vocab_size, device, checkpoint)
     learner = learner_targets(dataclasses.asdict(config))
-    check_forward(state.model, state.model_config, learner, device=device, dtype=dtype)
+    verify_forward(state.model, state.model_config, learner, device=device, dtype=dtype)
     saved_steps = _saved_max_steps(checkpoint)
     del checkpoint  # the weights now live in the model; free the copies
     ddp, train_model = _wrap(state.model, config, info, device)
