@@ -6,9 +6,9 @@ the repository root, including the smoke session's run against installed wheels)
   threads, where torch splits large elementwise ops, reductions and index ops across
   threads as a user's default setting does on any multi-core machine: their module names
   the fixture, ``pytestmark = pytest.mark.usefixtures("intra_op_threads")``.
-* ``check_fast_op``: a fast op (written-out backward, chunks, fused products) against
+* ``compare_fast_op``: a fast op (written-out backward, chunks, fused products) against
   its plain formula at the thread count in force, and reproducible to the bit.
-* ``check_autodiff`` and ``float64_params``: second derivatives and ``torch.func``
+* ``verify_autodiff`` and ``float64_params``: second derivatives and ``torch.func``
   transforms of a module, the same checks for every package.
 * ``expect_failure``: a planted bug's report failed the check named, in the words given
   (each package's ``test_checks.py``).
@@ -47,7 +47,7 @@ def intra_op_threads(request: pytest.FixtureRequest) -> Iterator[int]:
 Fn = Callable[[dict[str, "Tensor"], dict[str, "Tensor"]], "Tensor"]
 
 
-def _check_autodiff(
+def _verify_autodiff(
     fn: Fn,
     params: dict[str, Tensor],
     inputs: dict[str, Tensor],
@@ -142,7 +142,7 @@ def _check_autodiff(
             close(got[i], want, f"per-sample gradient {i}, {name}")
 
 
-def _check_fast_op(
+def _compare_fast_op(
     fast: Callable[..., Tensor],
     formula: Callable[..., Tensor],
     inputs: tuple[Tensor, ...],
@@ -193,15 +193,15 @@ def _float64_params(module: torch.nn.Module, seed: int = 0) -> dict[str, Tensor]
 
 
 @pytest.fixture
-def check_autodiff() -> Callable[..., None]:
-    """:func:`_check_autodiff`, for the tests of any package."""
-    return _check_autodiff
+def verify_autodiff() -> Callable[..., None]:
+    """:func:`_verify_autodiff`, for the tests of any package."""
+    return _verify_autodiff
 
 
 @pytest.fixture
-def check_fast_op() -> Callable[..., None]:
-    """:func:`_check_fast_op`, for the tests of any package."""
-    return _check_fast_op
+def compare_fast_op() -> Callable[..., None]:
+    """:func:`_compare_fast_op`, for the tests of any package."""
+    return _compare_fast_op
 
 
 def _expect_failure(report: Any, check: str, words: str) -> None:

@@ -3,8 +3,8 @@
 The attention core has a written-out backward pass for plain first-order gradients; where
 a gradient is differentiated again, or under ``torch.func``, its formula
 (``attention_pattern(q, k) @ v``) runs instead. The QKV projection is plain tensor
-operations, which autograd differentiates to any order. The checks
-(``check_autodiff`` in the repository's conftest.py) compare every transform with ordinary
+operations, which autograd differentiates to any order. The helper
+(``verify_autodiff`` in the repository's conftest.py) compares every transform with ordinary
 autograd in float64 at rtol 1e-9.
 """
 
@@ -21,7 +21,7 @@ from tfs_attention import MultiHeadAttention
 from tfs_attention.qkv_projection import qkv_projection
 from tfs_attention.softmax_attention import softmax_attention
 
-CheckAutodiff = Callable[..., None]
+VerifyAutodiff = Callable[..., None]
 Float64Params = Callable[..., dict[str, Tensor]]
 
 
@@ -40,13 +40,16 @@ PADDED = torch.tensor([[False, False, True, True], [True, True, True, True]])
     ids=["causal", "bidirectional", "causal-padded", "bidirectional-padded"],
 )
 def test_multi_head_attention(
-    causal: bool, mask: Tensor | None, check_autodiff: CheckAutodiff, float64_params: Float64Params
+    causal: bool,
+    mask: Tensor | None,
+    verify_autodiff: VerifyAutodiff,
+    float64_params: Float64Params,
 ) -> None:
     attn = MultiHeadAttention(d_model=4, n_heads=2, causal=causal)
     inputs = {"x": _randn(2, 4, 4)}
     if mask is not None:
         inputs["mask"] = mask
-    check_autodiff(
+    verify_autodiff(
         lambda p, i: functional_call(attn, p, (i["x"], i.get("mask"))),
         float64_params(attn),
         inputs,
@@ -55,19 +58,19 @@ def test_multi_head_attention(
 
 
 @pytest.mark.parametrize("causal", [True, False])
-def test_softmax_attention(causal: bool, check_autodiff: CheckAutodiff) -> None:
+def test_softmax_attention(causal: bool, verify_autodiff: VerifyAutodiff) -> None:
     """The core alone, with fewer destinations than sources (as after a cache)."""
     inputs = {"q": _randn(2, 2, 3, 2, seed=1), "k": _randn(2, 2, 5, 2, seed=2)}
     inputs["v"] = _randn(2, 2, 5, 2, seed=3)
-    check_autodiff(
+    verify_autodiff(
         lambda p, i: softmax_attention(i["q"], i["k"], i["v"], causal=causal), {}, inputs
     )
 
 
-def test_qkv_projection(check_autodiff: CheckAutodiff) -> None:
+def test_qkv_projection(verify_autodiff: VerifyAutodiff) -> None:
     params = {name: _randn(2, 3, 2, seed=s) for s, name in enumerate(("W_Q", "W_K", "W_V"))}
     params |= {name: _randn(2, 2, seed=s) for s, name in enumerate(("b_Q", "b_K", "b_V"), 3)}
-    check_autodiff(
+    verify_autodiff(
         lambda p, i: qkv_projection(
             i["x"], *(p[n] for n in ("W_Q", "W_K", "W_V")), *(p[n] for n in ("b_Q", "b_K", "b_V"))
         ),

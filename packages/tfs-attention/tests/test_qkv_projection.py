@@ -58,7 +58,7 @@ def test_backward_keeps_the_input_and_the_side_by_side_weight(
 
 
 def test_equals_the_formula_where_threads_split_the_work(
-    check_fast_op: Callable[..., None],
+    compare_fast_op: Callable[..., None],
 ) -> None:
     """4,096 rows of width 64 (the products and the bias sums are split across threads),
     and two runs give the same bits. rtol 1e-5, atol 1e-4: the gradient of x sums 192
@@ -66,4 +66,4 @@ def test_equals_the_formula_where_threads_split_the_work(
     g = torch.Generator().manual_seed(0)
     shapes = [(4096, 64), (4, 64, 16), (4, 64, 16), (4, 64, 16), (4, 16), (4, 16), (4, 16)]
     inputs = tuple(torch.randn(s, generator=g) for s in shapes)
-    check_fast_op(qkv_projection, qkv_formula, inputs, rtol=1e-5, atol=1e-4)
+    compare_fast_op(qkv_projection, qkv_formula, inputs, rtol=1e-5, atol=1e-4)

@@ -115,7 +115,7 @@ def test_no_dest_by_src_tensor_is_kept_for_backward() -> None:
 @pytest.mark.parametrize("causal", [True, False])
 @pytest.mark.parametrize("n_dest", [256, 1])
 def test_equals_the_formula_where_threads_split_the_work(
-    causal: bool, n_dest: int, check_fast_op: Callable[..., None]
+    causal: bool, n_dest: int, compare_fast_op: Callable[..., None]
 ) -> None:
     """4 sequences x 4 heads x 256 source positions, d_head 16, with 256 destinations (8
     blocks) or 1 (one block: a generation step after 255 cached positions); atol = rtol =
@@ -123,7 +123,7 @@ def test_equals_the_formula_where_threads_split_the_work(
     g = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(4, 4, 256, 16, generator=g) / 2 for _ in "qkv")
     q = q[:, :, -n_dest:]
-    check_fast_op(
+    compare_fast_op(
         lambda q, k, v: softmax_attention(q, k, v, causal=causal),
         lambda q, k, v: reference(q, k, v, causal, None),
         (q, k, v),

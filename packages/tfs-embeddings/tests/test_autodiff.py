@@ -1,6 +1,6 @@
 """Second derivatives and torch.func transforms through the embeddings.
 
-The checks (``check_autodiff`` in the repository's conftest.py) compare every transform
+The helper (``verify_autodiff`` in the repository's conftest.py) compares every transform
 with ordinary autograd in float64 at rtol 1e-9. Token ids are the batched inputs: per-sample
 gradients of ``W_E`` and ``W_pos`` come from ``vmap`` over them.
 """
@@ -16,7 +16,7 @@ from torch.func import functional_call, jacrev, vmap
 
 from tfs_embeddings import Embed, LearnedPositionalEmbedding, SinusoidalPositionalEncoding, Unembed
 
-CheckAutodiff = Callable[..., None]
+VerifyAutodiff = Callable[..., None]
 Float64Params = Callable[..., dict[str, Tensor]]
 
 # Repeated ids, so that gradient rows of W_E sum several positions.
@@ -27,19 +27,19 @@ TOKENS = torch.tensor([[1, 4, 1, 1], [0, 2, 4, 2], [3, 3, 0, 1]])
     "module", [Embed(d_vocab=5, d_model=3), LearnedPositionalEmbedding(n_ctx=6, d_model=3)]
 )
 def test_lookups(
-    module: nn.Module, check_autodiff: CheckAutodiff, float64_params: Float64Params
+    module: nn.Module, verify_autodiff: VerifyAutodiff, float64_params: Float64Params
 ) -> None:
-    check_autodiff(
+    verify_autodiff(
         lambda p, i: functional_call(module, p, (i["tokens"],)),
         float64_params(module),
         {"tokens": TOKENS},
     )
 
 
-def test_unembed(check_autodiff: CheckAutodiff, float64_params: Float64Params) -> None:
+def test_unembed(verify_autodiff: VerifyAutodiff, float64_params: Float64Params) -> None:
     unembed = Unembed(d_model=3, d_vocab=5)
     x = torch.randn(2, 4, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    check_autodiff(
+    verify_autodiff(
         lambda p, i: functional_call(unembed, p, (i["x"],)), float64_params(unembed), {"x": x}
     )
 

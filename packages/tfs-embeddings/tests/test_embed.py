@@ -207,7 +207,7 @@ def test_gradient_reaches_only_the_rows_used() -> None:
 
 
 def test_gradient_is_reproducible_where_threads_split_the_work(
-    check_fast_op: Callable[..., None],
+    compare_fast_op: Callable[..., None],
 ) -> None:
     """4,096 ids from 50, so each row of W_E sums about 80 positions' gradients, width 64.
     Against ``one_hot(tokens) @ W_E`` (atol = rtol = 1e-5: the sums run in another order),
@@ -215,7 +215,7 @@ def test_gradient_is_reproducible_where_threads_split_the_work(
     rows of repeated ids in whatever order the threads reach them, gave 20 different
     gradients in 20 passes at two threads.)"""
     embed = Embed(d_vocab=50, d_model=64)
-    check_fast_op(
+    compare_fast_op(
         lambda tokens, W_E: functional_call(embed, {"W_E": W_E}, (tokens,)),
         lambda tokens, W_E: F.one_hot(tokens, 50).to(W_E.dtype) @ W_E,
         (_tokens(32, 128, 50), embed.W_E),

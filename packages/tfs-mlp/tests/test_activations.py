@@ -163,11 +163,11 @@ def test_gelu_in_chunks_equals_one_piece(monkeypatch: pytest.MonkeyPatch) -> Non
 
 @pytest.mark.parametrize("size", [2**20 + 5, 100_000])
 def test_gelu_equals_its_formula_where_threads_split_the_work(
-    size: int, check_fast_op: Callable[..., None]
+    size: int, compare_fast_op: Callable[..., None]
 ) -> None:
     """2 ** 20 + 5 elements (two full chunks and a short one) or 100,000 (one chunk,
     computed whole), each split across threads; against gelu_formula (the tanh form as
     written) at the gradient tolerance above, and two runs give the same bits, with and
     without autograd recording."""
     x = 4.0 * torch.randn(size, generator=torch.Generator().manual_seed(0))
-    check_fast_op(gelu, gelu_formula, (x,), rtol=GRAD_RTOL, atol=GRAD_ATOL)
+    compare_fast_op(gelu, gelu_formula, (x,), rtol=GRAD_RTOL, atol=GRAD_ATOL)

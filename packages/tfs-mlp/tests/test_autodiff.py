@@ -1,8 +1,8 @@
 """Second derivatives and torch.func transforms through the MLP and its activations.
 
 GELU's written-out backward serves plain first-order gradients; where a gradient is
-differentiated again, or under ``torch.func``, ``gelu_formula`` runs instead. The checks
-(``check_autodiff`` in the repository's conftest.py) compare every transform with ordinary
+differentiated again, or under ``torch.func``, ``gelu_formula`` runs instead. The helper
+(``verify_autodiff`` in the repository's conftest.py) compares every transform with ordinary
 autograd in float64 at rtol 1e-9.
 """
 
@@ -22,17 +22,17 @@ from tfs_mlp.activations import gelu_formula
 @pytest.mark.parametrize("activation", ["gelu", "relu"])
 def test_mlp(
     activation: str,
-    check_autodiff: Callable[..., None],
+    verify_autodiff: Callable[..., None],
     float64_params: Callable[..., dict[str, Tensor]],
 ) -> None:
     mlp = MLP(d_model=4, d_mlp=8, activation=activation)
     x = torch.randn(3, 2, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    check_autodiff(lambda p, i: functional_call(mlp, p, (i["x"],)), float64_params(mlp), {"x": x})
+    verify_autodiff(lambda p, i: functional_call(mlp, p, (i["x"],)), float64_params(mlp), {"x": x})
 
 
-def test_gelu(check_autodiff: Callable[..., None]) -> None:
+def test_gelu(verify_autodiff: Callable[..., None]) -> None:
     x = torch.linspace(-4.0, 4.0, 12, dtype=torch.float64).view(3, 4)
-    check_autodiff(lambda p, i: gelu(i["x"]), {}, {"x": x})
+    verify_autodiff(lambda p, i: gelu(i["x"]), {}, {"x": x})
 
 
 def test_gelu_second_derivative_is_the_formula_s() -> None:

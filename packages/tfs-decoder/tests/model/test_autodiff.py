@@ -4,8 +4,8 @@ Decoder's transformers GPT-2 twin (``to_hf_gpt2``).
 
 LayerNorm, the QKV projection, the attention core and GELU have written-out backward
 passes for plain first-order gradients; where a gradient is differentiated again, or under
-``torch.func``, their formulas run instead. The checks (``check_autodiff`` in the
-repository's conftest.py) compare every transform with ordinary autograd in float64 at
+``torch.func``, their formulas run instead. The helper (``verify_autodiff`` in the
+repository's conftest.py) compares every transform with ordinary autograd in float64 at
 rtol 1e-9. GPT-2's twin is built from native torch layers, so agreeing with it second
 order is agreeing with an independent implementation; it has no output bias, so ``b_U``
 is left out of those comparisons (it is zero, and its gradient is not penalised).
@@ -34,7 +34,7 @@ from tfs_decoder import (
 from tfs_decoder.layernorm import layer_norm, layer_norm_formula
 from tfs_mlp import MLP
 
-CheckAutodiff = Callable[..., None]
+VerifyAutodiff = Callable[..., None]
 Float64Params = Callable[..., dict[str, Tensor]]
 RTOL, ATOL = 1e-9, 1e-12
 TOKENS = torch.tensor([[1, 4, 6, 1], [3, 3, 0, 4]])
@@ -45,10 +45,10 @@ def _randn(*shape: int, seed: int = 1) -> Tensor:
     return torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
 
 
-def test_layer_norm(check_autodiff: CheckAutodiff) -> None:
+def test_layer_norm(verify_autodiff: VerifyAutodiff) -> None:
     ln = LayerNorm(4)
     params = {"w": 1.0 + 0.5 * _randn(4, seed=2), "b": _randn(4, seed=3)}
-    check_autodiff(
+    verify_autodiff(
         lambda p, i: functional_call(ln, p, (i["x"],)), params, {"x": 3 * _randn(2, 3, 4)}
     )
 
@@ -70,9 +70,9 @@ def test_layer_norm_second_derivatives_equal_the_formula_s() -> None:
         torch.testing.assert_close(got, want, rtol=RTOL, atol=ATOL)
 
 
-def test_residual_block(check_autodiff: CheckAutodiff, float64_params: Float64Params) -> None:
+def test_residual_block(verify_autodiff: VerifyAutodiff, float64_params: Float64Params) -> None:
     block = ResidualBlock(4, MultiHeadAttention(4, 2), MLP(4, 8))
-    check_autodiff(
+    verify_autodiff(
         lambda p, i: functional_call(block, p, (i["x"],)),
         float64_params(block),
         {"x": _randn(2, 3, 4)},
@@ -80,9 +80,9 @@ def test_residual_block(check_autodiff: CheckAutodiff, float64_params: Float64Pa
     )
 
 
-def test_decoder(check_autodiff: CheckAutodiff, float64_params: Float64Params) -> None:
+def test_decoder(verify_autodiff: VerifyAutodiff, float64_params: Float64Params) -> None:
     decoder = Decoder(CONFIG)
-    check_autodiff(
+    verify_autodiff(
         lambda p, i: functional_call(decoder, p, (i["tokens"],)),
         _gpt2_params(float64_params, decoder),
         {"tokens": TOKENS},

@@ -222,14 +222,14 @@ def test_written_out_backward_passes_gradcheck() -> None:
 
 
 def test_equals_its_formula_where_threads_split_the_work(
-    check_fast_op: Callable[..., None],
+    compare_fast_op: Callable[..., None],
 ) -> None:
     """64 x 128 rows of width 64, against layer_norm_formula at the tolerance above, and
     two runs give the same bits."""
     g = torch.Generator().manual_seed(0)
     x = 3.0 * torch.randn(64, 128, 64, generator=g) + 1.0
     w, b = 1.0 + torch.randn(64, generator=g), torch.randn(64, generator=g)
-    check_fast_op(
+    compare_fast_op(
         lambda x, w, b: layer_norm(x, w, b, 1e-5),
         lambda x, w, b: layer_norm_formula(x, w, b, 1e-5),
         (x, w, b),
