@@ -3,7 +3,7 @@ typecheck-examples (the examples/ folder, all five packages installed), tests-sc
 typecheck-scripts (the release scripts), tests, typecheck, lint, docs (the documentation
 site, built strictly), train (the no-argument
 main job), bench (the speed benchmark), tests-oldest-torch (every package's tests on the
-oldest torch the packages admit), and dist and smoke (build and check the release files,
+oldest torch the packages admit), and dist and smoke (build and verify the release files,
 then test them installed; `nox -s dist smoke`). bench, tests-oldest-torch, dist and smoke
 never run by default.
 
@@ -210,7 +210,7 @@ def bench(session: nox.Session) -> None:
 
 @nox.session(name="tests-scripts")
 def tests_scripts(session: nox.Session) -> None:
-    """scripts/test_*.py: the version bump (on a temporary copy) and the dist checks."""
+    """scripts/test_*.py: the version bump (on a temporary copy) and scripts/verify_dist.py."""
     session.install("pytest")  # the version pinned in constraints.txt
     session.run("pytest", "scripts", *session.posargs)
 
@@ -224,8 +224,8 @@ def typecheck_scripts(session: nox.Session) -> None:
 
 @nox.session
 def dist(session: nox.Session) -> None:
-    """An sdist and a wheel of each package in dist/, checked by twine and by
-    scripts/check_dist.py (py.typed, README, license, no tests)."""
+    """An sdist and a wheel of each package in dist/, checked by twine and
+    verified by scripts/verify_dist.py (py.typed, README, license, no tests)."""
     session.install("hatch", "twine")
     shutil.rmtree(DIST, ignore_errors=True)
     DIST.mkdir()
@@ -245,7 +245,7 @@ def dist(session: nox.Session) -> None:
             )
     files = sorted(str(path) for path in DIST.iterdir())
     session.run("twine", "check", "--strict", *files)
-    session.run("python", str(ROOT / "scripts" / "check_dist.py"), str(DIST))
+    session.run("python", str(ROOT / "scripts" / "verify_dist.py"), str(DIST))
 
 
 def _wheel_requirements(wheel: Path) -> list[str]:
@@ -282,7 +282,7 @@ def smoke(session: nox.Session) -> None:
     # No cache: a wheel built earlier under the same version must not stand in for dist/'s.
     no_cache = "--no-cache" if session.venv_backend == "uv" else "--no-cache-dir"
     session.install("--no-index", no_cache, "--find-links", str(DIST), "tfs-decoder")
-    session.run("python", str(ROOT / "scripts" / "check_installed.py"), str(ROOT))
+    session.run("python", str(ROOT / "scripts" / "verify_installed.py"), str(ROOT))
     with tempfile.TemporaryDirectory(prefix="tfs-smoke-") as where:
         session.chdir(where)
         for package in PACKAGES:

@@ -1,4 +1,4 @@
-"""scripts/check_dist.py on small hand-made wheels and sdists in a temporary folder."""
+"""scripts/verify_dist.py on small hand-made wheels and sdists in a temporary folder."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from check_dist import PACKAGES, ROOT, check
+from verify_dist import PACKAGES, ROOT, verify
 
 VERSION = "0.1.0"
 
@@ -63,7 +63,7 @@ def _write(dist: Path, skip: str = "", extra: str = "", pins: str = VERSION) -> 
 
 def test_complete_files_pass(tmp_path: Path) -> None:
     _write(tmp_path)
-    assert check(tmp_path) == []
+    assert verify(tmp_path) == []
 
 
 @pytest.mark.parametrize(
@@ -77,7 +77,7 @@ def test_complete_files_pass(tmp_path: Path) -> None:
 )
 def test_each_missing_piece_is_named(tmp_path: Path, skip: str, extra: str, message: str) -> None:
     _write(tmp_path, skip=skip, extra=extra)
-    problems = check(tmp_path)
+    problems = verify(tmp_path)
     assert any(line.startswith(message) for line in problems), problems
     assert {line.split(":")[0] for line in problems} == {
         f"{package.replace('-', '_')}-{VERSION}-py3-none-any.whl" for package in PACKAGES
@@ -86,7 +86,7 @@ def test_each_missing_piece_is_named(tmp_path: Path, skip: str, extra: str, mess
 
 def test_a_sibling_pin_at_another_version_is_named(tmp_path: Path) -> None:
     _write(tmp_path, pins="0.0.9")
-    problems = check(tmp_path)
+    problems = verify(tmp_path)
     assert len(problems) == 7, problems  # three components pin tfs-core, tfs-decoder four
     assert any(
         "tfs_decoder-0.1.0-py3-none-any.whl: Requires-Dist 'tfs-mlp==0.0.9' does not pin" in p
@@ -95,6 +95,6 @@ def test_a_sibling_pin_at_another_version_is_named(tmp_path: Path) -> None:
 
 
 def test_missing_folder_says_to_build(tmp_path: Path) -> None:
-    assert check(tmp_path / "dist") == [
+    assert verify(tmp_path / "dist") == [
         f"{tmp_path / 'dist'}: no such folder; build it with `nox -s dist`"
     ]

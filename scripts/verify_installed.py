@@ -1,7 +1,7 @@
-"""Check that the five tfs packages are installed from wheels, at one version, and that
+"""Verify that the five tfs packages are installed from wheels, at one version, and that
 importing them does not reach the checkout's src/ folders (run by `nox -s smoke`).
 
-    python scripts/check_installed.py REPO_ROOT
+    python scripts/verify_installed.py REPO_ROOT
 """
 
 from __future__ import annotations
@@ -43,15 +43,15 @@ def problems(root: Path) -> list[str]:
 
 def main(argv: list[str]) -> int:
     if len(argv) != 1:
-        print("usage: check_installed.py REPO_ROOT", file=sys.stderr)
+        print("usage: verify_installed.py REPO_ROOT", file=sys.stderr)
         return 2
     found = problems(Path(argv[0]))
     for line in found:
-        print(f"check_installed: {line}", file=sys.stderr)
+        print(f"verify_installed: {line}", file=sys.stderr)
     if found:
         return 1
     print(
-        "check_installed: "
+        "verify_installed: "
         + ", ".join(f"{p} {importlib.metadata.version(p)}" for p in PACKAGES)
         + f" imported from {sysconfig.get_paths()['purelib']}"
     )

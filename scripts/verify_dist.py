@@ -1,4 +1,4 @@
-"""Check the built distributions in a folder (default: dist/ at the repository root).
+"""Verify the built distributions in a folder (default: dist/ at the repository root).
 
 Every wheel must hold its package's ``py.typed``, carry its README as the long
 description (in METADATA), ship its license file, and hold no tests or bytecode; every
@@ -6,7 +6,7 @@ package needs both an sdist and a wheel, all at one version (the packages are re
 lockstep), and sibling pins must name that version. Each problem is printed as one line
 naming the file and what is wrong; the exit status is 1 if there was any.
 
-    python scripts/check_dist.py [DIST_DIR]
+    python scripts/verify_dist.py [DIST_DIR]
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def _normalized(text: str) -> str:
     return "\n".join(line.rstrip() for line in text.strip().splitlines())
 
 
-def check_wheel(wheel: Path, package: str, version: str) -> list[str]:
+def verify_wheel(wheel: Path, package: str, version: str) -> list[str]:
     """Problems with one wheel, one line each."""
     problems: list[str] = []
 
@@ -104,7 +104,7 @@ def check_wheel(wheel: Path, package: str, version: str) -> list[str]:
     return problems
 
 
-def check_sdist(sdist: Path, package: str, version: str) -> list[str]:
+def verify_sdist(sdist: Path, package: str, version: str) -> list[str]:
     """Problems with one sdist, one line each."""
     top = f"{_module(package)}-{version}"
     with tarfile.open(sdist) as archive:
@@ -119,7 +119,7 @@ def check_sdist(sdist: Path, package: str, version: str) -> list[str]:
     return [f"{sdist.name}: no {name}" for name in wanted if f"{top}/{name}" not in names]
 
 
-def check(dist: Path) -> list[str]:
+def verify(dist: Path) -> list[str]:
     """Every problem with the distributions in `dist`, one line each."""
     if not dist.is_dir():
         return [f"{dist}: no such folder; build it with `nox -s dist`"]
@@ -137,12 +137,12 @@ def check(dist: Path) -> list[str]:
             continue
         version = wheels[0].name.split("-")[1]
         versions[package] = version
-        problems += check_wheel(wheels[0], package, version)
+        problems += verify_wheel(wheels[0], package, version)
         if len(sdists) == 1:
             if sdists[0].name != f"{module}-{version}.tar.gz":
                 problems.append(f"{sdists[0].name}: version differs from {wheels[0].name}")
             else:
-                problems += check_sdist(sdists[0], package, version)
+                problems += verify_sdist(sdists[0], package, version)
     if len(set(versions.values())) > 1:
         found = ", ".join(f"{name} {v}" for name, v in versions.items())
         problems.append(f"{dist}: packages are not at one version: {found}")
@@ -151,12 +151,12 @@ def check(dist: Path) -> list[str]:
 
 def main(argv: list[str]) -> int:
     dist = Path(argv[0]) if argv else ROOT / "dist"
-    problems = check(dist)
+    problems = verify(dist)
     for line in problems:
-        print(f"check_dist: {line}", file=sys.stderr)
+        print(f"verify_dist: {line}", file=sys.stderr)
     if problems:
         return 1
-    print(f"check_dist: {len(PACKAGES)} wheels and sdists in {dist} look complete")
+    print(f"verify_dist: {len(PACKAGES)} wheels and sdists in {dist} look complete")
     return 0
 
 
