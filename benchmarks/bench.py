@@ -20,7 +20,7 @@ times greedy generation of 256 tokens with and without the key/value cache.
     python benchmarks/bench.py                          # CPU, the `cpu` shape
     python benchmarks/bench.py --shape cpu-small --quick
     python benchmarks/bench.py --device cuda --shape gpt2-8l --compile
-    python benchmarks/bench.py --check-compile          # graph breaks in tfs's training forward
+    python benchmarks/bench.py --verify-compile         # graph breaks in tfs's training forward
 
 Writes ``bench.md`` and ``bench.json`` to ``--out`` (default ``runs/bench/<device>-<shape>``).
 See benchmarks/README.md.
@@ -58,7 +58,7 @@ def _checkout_on_path() -> None:
 _checkout_on_path()
 
 from candidates import CANDIDATES, DEFAULT_COMPILED, DEFAULT_GENERATE, DEFAULT_TRAIN, SHAPES  # noqa: E402
-from measure import Peak, check_compile  # noqa: E402
+from measure import Peak, verify_compile  # noqa: E402
 from report import machine_line, report  # noqa: E402
 from rounds import Clock, GenRow, Settings, run_generation, run_training  # noqa: E402
 
@@ -159,15 +159,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="folder for bench.md and bench.json (default runs/bench/<device>-<shape>)",
     )
     parser.add_argument(
-        "--check-compile",
+        "--verify-compile",
         action="store_true",
-        help="only check that tfs's training forward compiles with "
+        help="only verify that tfs's training forward compiles with "
         "fullgraph=True (graph breaks, eager match); exit 1 if not",
     )
     parser.add_argument(
-        "--check-backend",
+        "--compile-backend",
         default="aot_eager",
-        help="torch.compile backend for --check-compile (inductor needs a C++ compiler on CPU)",
+        help="torch.compile backend for --verify-compile (inductor needs a C++ compiler on CPU)",
     )
     return parser.parse_args(argv)
 
@@ -180,8 +180,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     def log(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
-    if args.check_compile:
-        failures = check_compile(args.check_backend, lambda m: print(m, flush=True))
+    if args.verify_compile:
+        failures = verify_compile(args.compile_backend, lambda m: print(m, flush=True))
         print("compile check: " + ("ok" if failures == 0 else f"{failures} failure(s)"))
         return 1 if failures else 0
 

@@ -67,7 +67,7 @@ SHAPES = {
     "gpt2-8l": Shape(
         d_vocab=50257, d_model=768, n_heads=12, d_mlp=3072, n_layers=8, n_ctx=1024, batch=16
     ),
-    # For --check-compile and quick checks of the script itself.
+    # For --verify-compile and quick checks of the script itself.
     "tiny": Shape(d_vocab=100, d_model=64, n_heads=4, d_mlp=256, n_layers=2, n_ctx=32, batch=2),
 }
 

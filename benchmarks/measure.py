@@ -5,7 +5,7 @@
   bytes autograd saves for backward;
 * :class:`Peak`: the FLOP/s that MFU is measured against (a published GPU peak or a
   timed matmul), and :func:`flops_per_step`, the training FLOPs of one step;
-* :func:`check_compile`: ``--check-compile``, graph breaks and the eager match of tfs's
+* :func:`verify_compile`: ``--verify-compile``, graph breaks and the eager match of tfs's
   compiled training forward;
 * small helpers the other modules share: :func:`sync`, :func:`autocast`,
   :func:`first_line`, :func:`plural`.
@@ -211,10 +211,10 @@ def flops_per_step(shape: Shape) -> tuple[float, int]:
 
 
 # ---------------------------------------------------------------------------------------
-# --check-compile
+# --verify-compile
 
 
-def check_compile(backend: str, log: Callable[[str], None]) -> int:
+def verify_compile(backend: str, log: Callable[[str], None]) -> int:
     """Compile tfs's training forward (forward + loss) with ``fullgraph=True`` on the tiny
     shape for both attention backends, report graph breaks, and compare the loss and the
     gradients with eager. Returns the number of failures."""
