@@ -134,8 +134,8 @@ def test_bool_tokens_raise_type_error() -> None:
 
 def test_non_tensor_tokens_raise_type_error() -> None:
     embed = Embed(d_vocab=10, d_model=4)
-    # Rejected by the checker of forward (or of the shared check_tokens) under the hook,
-    # by check_tokens' own isinstance test without it: a TypeError naming tokens either way.
+    # Rejected by the checker of forward (or of the shared validate_tokens) under the hook,
+    # by validate_tokens' own isinstance test without it: a TypeError naming tokens either way.
     with pytest.raises(TypeError, match="tokens"):
         embed([[1, 2]])
 

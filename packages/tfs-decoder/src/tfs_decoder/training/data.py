@@ -60,7 +60,7 @@ def load_run_data(config: TrainConfig, info: DistInfo, checkpoint: Checkpoint | 
         CheckpointError: the checkpoint was trained on other text or another tokenizer.
     """
     if checkpoint is not None:
-        _check_tokenizer_kind(config, checkpoint)
+        _verify_tokenizer_kind(config, checkpoint)
     text = load_text(config.data)
     text_sha256 = hashlib.sha256(text.encode("utf-8")).hexdigest()
     if checkpoint is not None:
@@ -94,7 +94,7 @@ def load_run_data(config: TrainConfig, info: DistInfo, checkpoint: Checkpoint | 
     )
 
 
-def _check_tokenizer_kind(config: TrainConfig, checkpoint: Checkpoint) -> None:
+def _verify_tokenizer_kind(config: TrainConfig, checkpoint: Checkpoint) -> None:
     saved_kind = checkpoint.tokenizer.get("kind")
     if saved_kind != config.tokenizer:
         raise CheckpointError(
