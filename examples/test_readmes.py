@@ -4,7 +4,7 @@ paste it.
 Here rather than in each package's tests because the top README and the docs use all the
 packages, which this session installs. A package README's blocks run in order in one
 namespace, and a ``self.x = ...`` fragment there runs with ``self`` a module that already
-holds an attention and an MLP. The top README and the ``docs/*.md`` pages promise more:
+holds an attention and an MLP. The top README, tfs-core's and the ``docs/*.md`` pages promise more:
 each block runs alone, in a fresh namespace. A block preceded by
 ``<!-- not run by the tests: why -->`` is skipped (and there may be only a few: the count
 is pinned below).
@@ -25,6 +25,7 @@ from tfs_mlp import MLP
 ROOT = Path(__file__).parents[1]
 READMES = [
     "README.md",
+    "packages/tfs-core/README.md",
     "packages/tfs-embeddings/README.md",
     "packages/tfs-attention/README.md",
     "packages/tfs-mlp/README.md",
@@ -33,7 +34,7 @@ READMES = [
 DOCS = sorted(path.relative_to(ROOT).as_posix() for path in (ROOT / "docs").glob("*.md"))
 PAGES = READMES + DOCS
 # Pages whose every block stands alone.
-STANDALONE = {"README.md", *DOCS}
+STANDALONE = {"README.md", "packages/tfs-core/README.md", *DOCS}
 BLOCK = re.compile(r"(<!-- not run by the tests: [^>]*-->\n)?```python\n(.*?)```", re.S)
 
 
