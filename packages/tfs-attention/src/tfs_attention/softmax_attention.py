@@ -246,10 +246,8 @@ def softmax_attention(
     pattern; :func:`tfs_core.fast_op.fast_op` says which of
     :func:`softmax_attention_formula` and the faster forms runs when.
     """
-    return fast_op(
-        softmax_attention_formula, _blocks_forward, _blocks_with_backward,
-        q, k, v, causal, attention_mask,
-    )  # fmt: skip
+    args = (q, k, v, causal, attention_mask)
+    return fast_op(softmax_attention_formula, _in_blocks, _in_blocks_with_backward, *args)
 
 
 def _as_rows(*tensors: Tensor) -> tuple[Tensor, ...]:
@@ -257,7 +255,7 @@ def _as_rows(*tensors: Tensor) -> tuple[Tensor, ...]:
     return tuple(t.reshape(-1, t.shape[2], t.shape[3]) for t in tensors)
 
 
-def _blocks_forward(
+def _in_blocks(
     q: Tensor, k: Tensor, v: Tensor, causal: bool, attention_mask: Tensor | None
 ) -> Tensor:
     """``_SoftmaxAttention``'s forward computation alone, for where autograd records
@@ -266,7 +264,7 @@ def _blocks_forward(
     return _attend_blocks(q3, k3, v3, q.shape[1], causal, _padding(attention_mask, q.shape[1]))
 
 
-def _blocks_with_backward(
+def _in_blocks_with_backward(
     q: Tensor, k: Tensor, v: Tensor, causal: bool, attention_mask: Tensor | None
 ) -> Tensor:
     """``_SoftmaxAttention`` on the ``[batch * head, pos, d_head]`` views of ``q, k, v``."""
