@@ -129,6 +129,31 @@ class MultiHeadAttention(nn.Module):
         *,
         kv_cache: KVCache | None = None,
     ) -> Float[Tensor, "batch pos d_model"]:
+        self._validate_inputs(x, attention_mask, kv_cache)
+        batch, pos, _ = x.shape
+        # q_h, k_h, v_h = x W_Q[h] + b_Q[h], ... for every head, as one product.
+        qkv = self._project(x.reshape(batch * pos, self.d_model), kv_cache)
+        q, k, v = qkv.view(batch, pos, 3, self.n_heads, self.d_head).unbind(2)
+        # The hooks see [batch, pos, head, d_head]; the products below want head before pos.
+        q = self.hook_q(q).transpose(1, 2)
+        k = self.hook_k(k).transpose(1, 2)
+        v = self.hook_v(v).transpose(1, 2)
+        if kv_cache is not None:
+            k, v = kv_cache.append(k, v)
+        if self.backend == "sdpa" and not _has_hooks(self.hook_pattern):
+            z = self._attend_sdpa(q, k, v, attention_mask)
+        else:
+            z = self._attend(q, k, v, attention_mask)
+        z = self.hook_z(z.transpose(1, 2))  # [batch, pos, head, d_head]
+        # out = sum_h z_h W_O[h] + b_O, as one product over the concatenated heads.
+        out = torch.addmm(self.b_O, z.reshape(batch * pos, -1), self.W_O.reshape(-1, self.d_model))
+        return out.view(batch, pos, self.d_model)
+
+    def _validate_inputs(
+        self, x: Tensor, attention_mask: Tensor | None, kv_cache: KVCache | None
+    ) -> None:
+        """Raise ``ValueError`` naming ``x`` or ``attention_mask`` if its shape or dtype
+        does not fit this layer."""
         if x.ndim != 3 or x.shape[-1] != self.d_model:
             raise ValueError(
                 f"x: expected shape [batch, pos, d_model={self.d_model}], got {tuple(x.shape)}"
@@ -146,22 +171,6 @@ class MultiHeadAttention(nn.Module):
                 f"attention_mask: expected a bool tensor of shape {(batch, n_src)} "
                 f"[batch, src], got {attention_mask.dtype} {tuple(attention_mask.shape)}"
             )
-        qkv = self._project(x.reshape(batch * pos, self.d_model), kv_cache)
-        q, k, v = qkv.view(batch, pos, 3, self.n_heads, self.d_head).unbind(2)
-        # The hooks see [batch, pos, head, d_head]; the products below want head before pos.
-        q = self.hook_q(q).transpose(1, 2)
-        k = self.hook_k(k).transpose(1, 2)
-        v = self.hook_v(v).transpose(1, 2)
-        if kv_cache is not None:
-            k, v = kv_cache.append(k, v)
-        if self.backend == "sdpa" and not _has_hooks(self.hook_pattern):
-            z = self._attend_sdpa(q, k, v, attention_mask)
-        else:
-            z = self._attend(q, k, v, attention_mask)
-        z = self.hook_z(z.transpose(1, 2))  # [batch, pos, head, d_head]
-        # out = sum_h z_h W_O[h] + b_O, as one product over the concatenated heads.
-        out = torch.addmm(self.b_O, z.reshape(batch * pos, -1), self.W_O.reshape(-1, self.d_model))
-        return out.view(batch, pos, self.d_model)
 
     def _project(self, rows: Tensor, kv_cache: KVCache | None) -> Tensor:
         """:func:`qkv_projection` of ``rows``. In cached generation (a cache, and nothing

@@ -69,15 +69,20 @@ class MLP(nn.Module):
         nn.init.zeros_(self.b_out)
 
     def forward(self, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
-        if x.ndim != 3 or x.shape[-1] != self.d_model:
-            raise ValueError(
-                f"x: expected shape [batch, pos, d_model={self.d_model}], got {tuple(x.shape)}"
-            )
-        rows = x.reshape(-1, self.d_model)  # every position is transformed alike
+        self._validate_input(x)
+        # out = act(x W_in + b_in) W_out + b_out; every position is transformed alike.
+        rows = x.reshape(-1, self.d_model)
         pre = self.hook_pre(torch.addmm(self.b_in, rows, self.W_in).view(*x.shape[:-1], -1))
         post: Tensor = self.hook_post(self.act(pre))
         out = torch.addmm(self.b_out, post.reshape(-1, self.d_mlp), self.W_out)
         return out.view(x.shape)
+
+    def _validate_input(self, x: Tensor) -> None:
+        """Raise ``ValueError`` naming ``x`` unless it is ``[batch, pos, d_model]``."""
+        if x.ndim != 3 or x.shape[-1] != self.d_model:
+            raise ValueError(
+                f"x: expected shape [batch, pos, d_model={self.d_model}], got {tuple(x.shape)}"
+            )
 
     def extra_repr(self) -> str:
         return f"d_model={self.d_model}, d_mlp={self.d_mlp}, activation={self.activation!r}"
