@@ -1,6 +1,6 @@
 """Test settings for the examples, as in each package's tests/conftest.py.
 
-jaxtyping's import hook wraps every annotated function of the four tfs packages with
+jaxtyping's import hook wraps every annotated function of the four model packages with
 typeguard's checker, so the examples' calls into them are shape-checked while tested.
 Installed here, before the tests import the examples (and through them the packages).
 """

@@ -21,7 +21,7 @@ import pytest
 
 HERE = Path(__file__).parent
 EXAMPLES = ["encoder_classifier", "induction_heads", "post_ln_transformer", "gated_mlp_decoder"]
-# What an example may import: the four packages, torch, and a little of the standard library.
+# What an example may import: the tfs packages, torch, and a little of the standard library.
 ALLOWED_IMPORTS = {"tfs_embeddings", "tfs_attention", "tfs_mlp", "tfs_decoder", "torch"}
 STDLIB = {"__future__", "argparse", "dataclasses", "math"}
 # The torch layers the packages replace; an example uses the packages' components instead.

@@ -1,8 +1,8 @@
 """Test settings for every test of this package.
 
-Runtime shape and dtype checking: jaxtyping's import hook wraps each
-annotated function of the four tfs packages with typeguard's checker. Installed here,
-before any test module imports them; training code never sees it.
+Runtime shape and dtype checking: jaxtyping's import hook wraps each annotated function
+of the four model packages (tfs_core's, in its own tests) with typeguard's checker.
+Installed here, before any test module imports them; training code never sees it.
 """
 
 import torch
