@@ -1,10 +1,10 @@
 """softmax_attention (blocks of destinations, written-out backward) against the formula.
 
-Reference: ``attention_pattern(q, k) @ v``, the formula in one piece, differentiated by
-autograd; attention_pattern itself against ``softmax(q k^T + mask)`` written here, with rows
-that see no source set to zero. Tolerance: fp32 atol = rtol = 1e-5 for outputs and
-gradients (the blocked form sums the same terms in another order); float64 gradcheck
-for the hand-written backward. Every test runs at one and at two intra-op threads.
+Reference: ``softmax_attention_formula``, ``attention_pattern(q, k) @ v`` in one piece,
+differentiated by autograd; attention_pattern itself against ``softmax(q k^T + mask)``
+written here, with rows that see no source set to zero. Tolerance: fp32 atol = rtol =
+1e-5 for outputs and gradients (the blocked form sums the same terms in another order);
+float64 gradcheck for the hand-written backward. Every test runs at one and at two intra-op threads.
 """
 
 from __future__ import annotations
@@ -16,15 +16,15 @@ import torch
 from torch import Tensor
 
 import tfs_attention.softmax_attention as module
-from tfs_attention.softmax_attention import attention_pattern, softmax_attention
+from tfs_attention.softmax_attention import (
+    attention_pattern,
+    softmax_attention,
+    softmax_attention_formula,
+)
 
 pytestmark = pytest.mark.usefixtures("intra_op_threads")
 
 ATOL = RTOL = 1e-5
-
-
-def reference(q: Tensor, k: Tensor, v: Tensor, causal: bool, keep: Tensor | None) -> Tensor:
-    return attention_pattern(q, k, causal=causal, attention_mask=keep) @ v
 
 
 def masked_softmax(q: Tensor, k: Tensor, causal: bool, keep: Tensor | None) -> Tensor:
@@ -79,7 +79,7 @@ def test_outputs_and_gradients_equal_the_formula(
     grad_z = torch.randn(2, 3, n_dest, 4, generator=torch.Generator().manual_seed(9))
 
     z = softmax_attention(q, k, v, causal=causal, attention_mask=keep)
-    expected = reference(q, k, v, causal, keep)
+    expected = softmax_attention_formula(q, k, v, causal, keep)
     torch.testing.assert_close(z, expected, atol=ATOL, rtol=RTOL)
     got = torch.autograd.grad(z, (q, k, v), grad_z)
     want = torch.autograd.grad(expected, (q, k, v), grad_z)
@@ -125,7 +125,7 @@ def test_equals_the_formula_where_threads_split_the_work(
     q = q[:, :, -n_dest:]
     compare_fast_op(
         lambda q, k, v: softmax_attention(q, k, v, causal=causal),
-        lambda q, k, v: reference(q, k, v, causal, None),
+        lambda q, k, v: softmax_attention_formula(q, k, v, causal),
         (q, k, v),
         rtol=1e-5,
         atol=1e-5,
