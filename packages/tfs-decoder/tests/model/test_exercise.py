@@ -18,7 +18,11 @@ def test_list_names_every_component_in_curriculum_order(capsys: Capture) -> None
     assert main(["exercise", "--list"]) == 0
     names = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
     assert names == [c.name for c in COMPONENTS]
-    assert names[:4] == ["layernorm", "embed", "pos-embed", "attention"]
+    # docs/curriculum.md's steps, in its order.
+    assert names == [
+        "pos-embed", "attention", "layernorm", "embed", "mlp", "block", "unembed", "loss",
+        "decoder",
+    ]  # fmt: skip
 
 
 @pytest.mark.parametrize("component", COMPONENTS, ids=[c.name for c in COMPONENTS])
@@ -89,7 +93,7 @@ def _line_of(code: str) -> int:
 @pytest.mark.parametrize(
     ("argv", "words"),
     [
-        (["check", "attn", "x.py:A"], "COMPONENT: expected one of layernorm, embed"),
+        (["check", "attn", "x.py:A"], "COMPONENT: expected one of pos-embed, attention"),
         (["check", "attention", "nowhere.py:A"], "TARGET: no file nowhere.py"),
         (["check", "attention", "no_colon"], "TARGET: expected path/to/file.py:ClassName"),
         (["check", "attention", "no_such_module_here:A"], "TARGET: no module"),

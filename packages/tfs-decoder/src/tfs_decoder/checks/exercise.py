@@ -38,10 +38,10 @@ class Component:
         return self.name.replace("-", "_") + ".py"
 
 
-# In the order of ARENA 1.1 ("Transformer from Scratch"), then the loss its training uses.
+# In the curriculum's order (docs/curriculum.md): Hilton's test of the mask needs the
+# positions and attention first; then the rest of the architecture in ARENA 1.1's order, the
+# loss its training uses, and the whole decoder last.
 COMPONENTS = [
-    Component("layernorm", "tfs_decoder.checks:check_layernorm", "LayerNorm", "LayerNorm"),
-    Component("embed", "tfs_embeddings.checks:check_embed", "Embed", "token embedding (W_E)"),
     Component(
         "pos-embed",
         "tfs_embeddings.checks:check_pos_embed",
@@ -54,6 +54,8 @@ COMPONENTS = [
         "MultiHeadAttention",
         "multi-head causal self-attention (W_Q, W_K, W_V, W_O)",
     ),
+    Component("layernorm", "tfs_decoder.checks:check_layernorm", "LayerNorm", "LayerNorm"),
+    Component("embed", "tfs_embeddings.checks:check_embed", "Embed", "token embedding (W_E)"),
     Component("mlp", "tfs_mlp.checks:check_mlp", "MLP", "the MLP (W_in, W_out, GELU)"),
     Component(
         "block",
@@ -62,8 +64,8 @@ COMPONENTS = [
         "the pre-LayerNorm residual block",
     ),
     Component("unembed", "tfs_embeddings.checks:check_unembed", "Unembed", "unembedding (W_U)"),
-    Component("decoder", "tfs_decoder.checks:check_decoder", "Decoder", "the whole decoder"),
     Component("loss", "tfs_decoder.checks:check_loss", "next_token_loss", "the next-token loss"),
+    Component("decoder", "tfs_decoder.checks:check_decoder", "Decoder", "the whole decoder"),
 ]
 BY_NAME = {component.name: component for component in COMPONENTS}
 
