@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +13,9 @@ import torch
 
 import tfs_decoder.training.loop as loop_module
 import tfs_decoder.training.trainer as trainer_module
-from tfs_decoder.training.budget import Costs, Deadline, steps_within
+from tfs_decoder.training.budget import Costs, Deadline, process_age_s, steps_within
 from tfs_decoder.training.checkpoint import save_checkpoint
+from tfs_decoder.training.cli import main
 from tfs_decoder.training.config import ConfigError, TrainConfig
 from tfs_decoder.training.data import load_run_data
 from tfs_decoder.training.distributed import DistInfo
@@ -26,6 +28,7 @@ from tfs_decoder.training.trainer import train
 pytestmark = pytest.mark.usefixtures("without_runtime_type_checks")
 
 COSTS = Costs(step_s=0.5, eval_batch_s=0.1, token_s=0.01)
+IMPORTED = time.perf_counter()  # this process started before this module was imported
 
 
 def small_run(tmp_path: Path, name: str, **changes: Any) -> TrainConfig:
@@ -115,6 +118,31 @@ def test_no_step_fits_in_a_tiny_budget(tmp_path: Path) -> None:
         train(small_run(tmp_path, "tiny", time_budget=0.001), progress=False)
     assert "-token sample about" in str(refused.value)
     assert "or fewer --sample-tokens" in str(refused.value)
+
+
+def test_the_budget_counts_from_the_start_the_caller_gives(tmp_path: Path) -> None:
+    """A 1-minute budget of which 59 s went before the call (as torch's import goes before
+    ``tfs train``'s) leaves no room for a step."""
+    config = small_run(tmp_path, "late-start", time_budget=1.0)
+    with pytest.raises(ConfigError, match=r"and (59|60) s have gone on"):
+        train(config, progress=False, started=time.perf_counter() - 59.0)
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads Linux's /proc")
+def test_the_process_age_covers_everything_since_the_process_started() -> None:
+    age = process_age_s()
+    assert time.perf_counter() - IMPORTED <= age + 0.02  # /proc counts in 10 ms ticks
+    assert age < float(Path("/proc/uptime").read_text().split()[0])
+
+
+def test_tfs_train_counts_its_budget_from_the_process_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: dict[str, Any] = {}
+    monkeypatch.setattr(trainer_module, "train", lambda config, **kwargs: seen.update(kwargs))
+    assert main(["train", "--data", str(tmp_path / "any.txt"), "--out", str(tmp_path)]) == 0
+    assert seen["started"] < IMPORTED  # not the call: the process's start
+    assert abs(seen["started"] - (time.perf_counter() - process_age_s())) < 0.05
 
 
 def test_no_budget_and_no_step_count_is_refused(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ clock: when the next step and the run's ending would pass ``B``, the run ends ea
 from __future__ import annotations
 
 import copy
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,8 +37,28 @@ PROBE_TOKENS = 8
 # plot, slower stretches) and the seconds kept for the interpreter's start and exit.
 SAFETY_SHARE = 0.03
 SAFETY_S = 5.0
-# What the deadline keeps for the interpreter's start (before the clock starts) and exit.
+# What the deadline keeps for the interpreter's exit (and, where the process's age cannot
+# be read, its start).
 DEADLINE_SLACK_S = 3.0
+
+
+def process_age_s() -> float:
+    """Seconds since this process started, so that ``tfs train``'s budget counts the
+    interpreter's start and torch's import too (read from ``/proc`` on Linux; elsewhere 0,
+    and the budget counts from the call).
+
+    ``/proc/self/stat``'s 22nd field is the start in clock ticks after boot, and
+    ``/proc/uptime`` the seconds since boot.
+    """
+    try:
+        with open("/proc/self/stat", encoding="ascii") as stat:
+            # The command name (field 2) may hold spaces: count fields after its ')'.
+            ticks = int(stat.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime", encoding="ascii") as uptime:
+            now = float(uptime.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    return max(0.0, now - ticks / os.sysconf("SC_CLK_TCK"))
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import time
 from pathlib import Path
 
 import torch
@@ -14,6 +15,7 @@ from tfs_decoder.hooks import hook_points
 from tfs_decoder.training import trainer
 from tfs_decoder.training.attention_plot import attention_patterns, plot_attention
 from tfs_decoder.training.batches import eval_windows, split_ids
+from tfs_decoder.training.budget import process_age_s
 from tfs_decoder.training.checkpoint import CONFIG_FILE, Checkpoint
 from tfs_decoder.training.corpus import load_text
 from tfs_decoder.training.device import autocast, resolve_device, resolve_dtype
@@ -28,7 +30,8 @@ from tfs_decoder.training.tokenizer import Tokenizer, tail_chars, tokenizer_from
 def run_train(args: argparse.Namespace) -> int:
     options = {k: v for k, v in vars(args).items() if k not in ("command", "handler")}
     config = train_config_from_args(options)
-    trainer.train(config, progress=True)
+    # The budget counts from the process's start: the user's clock, torch's import included.
+    trainer.train(config, progress=True, started=time.perf_counter() - process_age_s())
     return 0
 
 

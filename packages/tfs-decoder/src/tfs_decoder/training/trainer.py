@@ -119,7 +119,13 @@ class TrainResult:
     save_s: float = 0.0
 
 
-def train(config: TrainConfig, *, progress: bool = True, stop_at: int | None = None) -> TrainResult:
+def train(
+    config: TrainConfig,
+    *,
+    progress: bool = True,
+    stop_at: int | None = None,
+    started: float | None = None,
+) -> TrainResult:
     """Train a :class:`~tfs_decoder.Decoder` as ``config`` says; see the module docstring.
 
     Args:
@@ -129,6 +135,9 @@ def train(config: TrainConfig, *, progress: bool = True, stop_at: int | None = N
         stop_at: end this run after step ``stop_at`` (checkpoint, evaluation, plot and
             sample as at the end) as if interrupted there; the learning-rate schedule
             still runs to ``max_steps``, so a later ``resume`` continues it exactly.
+        started: the ``time.perf_counter()`` reading from which this run's time (its
+            budget, ``elapsed_s``) counts; the call itself if ``None``. ``tfs train``
+            passes its process's start.
 
     Returns:
         A :class:`TrainResult`.
@@ -140,6 +149,7 @@ def train(config: TrainConfig, *, progress: bool = True, stop_at: int | None = N
         TrainingInterrupted: Ctrl-C during the training steps; the step completed last is
             saved as a checkpoint (rank 0) first. See the module docstring.
     """
+    started = time.perf_counter() if started is None else started
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config: expected a TrainConfig, got {type(config).__name__}")
     config.validate()
@@ -152,14 +162,13 @@ def train(config: TrainConfig, *, progress: bool = True, stop_at: int | None = N
     info = env_dist_info()
     device = resolve_device(config.device, info)
     with distributed(info, device):
-        return _train(config, info, device, progress=progress, stop_at=stop_at)
+        return _train(config, info, device, progress=progress, stop_at=stop_at, started=started)
 
 
 def _train(
     config: TrainConfig, info: DistInfo, device: torch.device, *, progress: bool,
-    stop_at: int | None,
+    stop_at: int | None, started: float,
 ) -> TrainResult:  # fmt: skip
-    started = time.perf_counter()
     dtype = resolve_dtype(config.dtype, device)
     if device.type == "cuda":
         torch.cuda.set_device(device)
